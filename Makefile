@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Override for a GPU machine, e.g. TORCH_SPEC='torch==2.13.0 --index-url ...'
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv test test-python test-vscode demo e2e bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: test-python test-vscode
+
+test-python: venv
+	$(PY) -m pytest -q -m 'not e2e'
+
+test-vscode:
+	@if [ -f vscode-client/package.json ]; then cd vscode-client && npm ci --no-audit --no-fund && npm test; fi
+
+demo: venv
+	$(PY) -m xtc.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache

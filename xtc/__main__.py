@@ -1,0 +1,3 @@
+from xtc.cli import main
+
+raise SystemExit(main())
