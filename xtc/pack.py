@@ -72,9 +72,12 @@ def packed_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
             tensors[f"{name}.weight.packed"] = pack_ints(codes, module.bits)
             tensors[f"{name}.weight.scale"] = scale.to(torch.float16)
             handled.add(f"{name}.weight")
+    stored: set[int] = set()
     for name, tensor in model.state_dict().items():
-        if name not in handled and name not in tensors:
-            tensors[name] = tensor.detach().float().contiguous()
+        if name in handled or name in tensors or tensor.data_ptr() in stored:
+            continue  # tied weights (a plain head sharing the embedding) are stored once
+        stored.add(tensor.data_ptr())
+        tensors[name] = tensor.detach().float().contiguous()
     return tensors
 
 
@@ -126,7 +129,8 @@ def load_packed(directory: Path) -> tuple[nn.Module, object]:
         quantize_model(model, settings["weight_bits"], settings.get("act_bits"), settings.get("group_size"),
                        settings.get("embed_bits") or 8)
     state = _unpacked_state(model, tensors, directory)
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
     _materialise_buffers(model, config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -144,12 +148,21 @@ def _unpacked_state(model: nn.Module, tensors: dict[str, torch.Tensor], director
                 rows, cols = module.weight.shape
                 codes = unpack_ints(tensors.pop(f"{name}.weight.packed"), bits, cols)
                 state[f"{name}.weight"] = dequantize(codes, tensors.pop(f"{name}.weight.scale").float())
+        tied = _tied_names(model)
         for name in model.state_dict():
-            if name not in state:
+            if name not in state and name not in tied:
                 state[name] = tensors.pop(name)
     except KeyError as exc:
         raise XtcError(f"{directory}: {WEIGHTS} lacks tensor {exc}; is it from another model?") from None
     return state
+
+
+def _tied_names(model: nn.Module) -> set[str]:
+    """Parameter names that the model ties to another (restored by `tie_weights`)."""
+    head = model.get_output_embeddings()
+    if not (isinstance(head, nn.Linear) and getattr(model.config, "tie_word_embeddings", False)):
+        return set()
+    return {f"{name}.weight" for name, module in model.named_modules() if module is head}
 
 
 def _materialise_buffers(model: nn.Module, config) -> None:

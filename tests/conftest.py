@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny models built here (no hub), and an isolated model store per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tiny import build_tokenizer, build_model
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path, monkeypatch):
+    """Every test gets its own empty `XTC_HOME`, so nothing touches the user's installed models."""
+    home = tmp_path / "xtc-home"
+    monkeypatch.setenv("XTC_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def arch(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory, tokenizer):
+    """arch -> directory of a tiny untrained Hugging Face model (4 layers, width 64)."""
+    dirs = {}
+    for name in ("gpt2", "llama"):
+        model, _ = build_model(name, tokenizer=tokenizer)
+        out = tmp_path_factory.mktemp(f"tiny-{name}")
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        dirs[name] = out
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory):
+    """A handful of real standard-library files as training data."""
+    import shutil
+
+    from tests.tiny import STDLIB
+
+    out = tmp_path_factory.mktemp("corpus")
+    for name in ("textwrap.py", "shlex.py", "string.py", "glob.py", "fnmatch.py", "bisect.py", "heapq.py",
+                 "colorsys.py", "queue.py", "sched.py", "numbers.py", "keyword.py"):
+        if (STDLIB / name).exists():
+            shutil.copy(STDLIB / name, out / name)
+    return out

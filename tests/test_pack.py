@@ -1,0 +1,76 @@
+"""The packed directory: real bit widths on disk, and an exact round trip."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.tiny import build_config
+from xtc.pack import load_packed, pack_ints, packed_tensors, save_packed, unpack_ints, weight_files_mb
+from xtc.pipeline import CompressOptions, build_student, fp32_megabytes
+from xtc.quant import QuantLinear, quantize_model
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("length", [8, 13, 64])
+def test_pack_unpack_round_trip(bits, length):
+    qmax = 1 if bits == 1 else 2 ** (bits - 1) - 1
+    codes = torch.randint(-qmax, qmax + 1, (5, length), dtype=torch.int8)
+    if bits == 1:
+        codes = torch.where(codes >= 0, 1, -1).to(torch.int8)
+    packed = pack_ints(codes, bits)
+    assert packed.shape[-1] == -(-length * bits // 8)  # ceil(length * bits / 8) bytes per row
+    assert torch.equal(unpack_ints(packed, bits, length), codes)
+
+
+def test_a_one_bit_layer_costs_one_bit_per_weight(tiny_dirs):
+    model = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"])
+    quantize_model(model, 1, 8)
+    tensors = packed_tensors(model)
+    name = next(n for n, m in model.named_modules() if isinstance(m, QuantLinear))
+    layer = model.get_submodule(name)
+    assert tensors[f"{name}.weight.packed"].nbytes * 8 == layer.out_features * layer.in_features
+    assert tensors[f"{name}.weight.scale"].dtype == torch.float16
+    assert f"{name}.weight" not in tensors  # no fp32 copy sneaks in
+
+
+@pytest.mark.parametrize("method", ["quant", "hybrid", "layer"])
+def test_loading_a_packed_model_gives_exactly_the_students_logits(tiny_dirs, arch, tokenizer, tmp_path, method):
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch])
+    opts = CompressOptions(method=method, embed_bits=8)
+    student, kept = build_student(teacher, opts, ["layer", "quant"] if method == "hybrid" else [method])
+    with torch.no_grad():  # move the latent weights away from the teacher's, as training would
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_packed(student, tokenizer, tmp_path, {"method": method, "kept_layers": kept})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["xtc"]["method"] == method and config["xtc"]["kept_layers"] == kept
+    loaded, _ = load_packed(tmp_path)
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
+    with torch.no_grad():
+        assert torch.equal(student.eval()(ids).logits, loaded(ids).logits)
+
+
+def test_four_bit_embeddings_round_trip(tiny_dirs, tokenizer, tmp_path):
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs["gpt2"])
+    student, _ = build_student(teacher, CompressOptions(method="quant", embed_bits=4), ["quant"])
+    save_packed(student, tokenizer, tmp_path, {"method": "quant"})
+    loaded, _ = load_packed(tmp_path)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(student.eval()(ids).logits, loaded(ids).logits)
+
+
+def test_size_targets_on_a_gpt2_teacher_of_12_layers_width_256_vocab_4k(tmp_path, tokenizer):
+    teacher = AutoModelForCausalLM.from_config(build_config("gpt2", 4096, layers=12, width=256, heads=4, positions=1024))
+    teacher.save_pretrained(tmp_path / "teacher")
+    teacher_mb = weight_files_mb(tmp_path / "teacher")
+    assert teacher_mb == pytest.approx(fp32_megabytes(teacher), rel=0.01)
+    ratios = {}
+    for method in ("hybrid", "quant"):
+        student, kept = build_student(teacher, CompressOptions(method=method), ["layer", "quant"] if method == "hybrid" else ["quant"])
+        save_packed(student, tokenizer, tmp_path / method, {"method": method, "kept_layers": kept})
+        ratios[method] = teacher_mb / weight_files_mb(tmp_path / method)
+    assert ratios["hybrid"] >= 15, ratios
+    assert ratios["quant"] >= 12, ratios

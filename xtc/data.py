@@ -1,0 +1,97 @@
+"""Training corpus: token blocks from directories of Python source files.
+
+Files are split into train and validation by a hash of their path (so a file never lands in
+both), shuffled with a seed, tokenized with end-of-text separators, and concatenated; batches are
+random windows of that stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from xtc.errors import XtcError
+
+MAX_FILE_BYTES = 1_000_000  # generated tables and vendored blobs teach nothing about code
+
+
+def python_files(dirs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise XtcError(f"--data {d}: not a directory")
+        files.extend(p for p in d.rglob("*.py") if p.is_file() and 0 < p.stat().st_size <= MAX_FILE_BYTES)
+    if not files:
+        raise XtcError(f"no Python files under {', '.join(str(d) for d in dirs)}")
+    return sorted(files)
+
+
+def is_validation(path: Path, fraction: float) -> bool:
+    digest = hashlib.sha1(str(path).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def split_files(files: list[Path], val_fraction: float = 0.05) -> tuple[list[Path], list[Path]]:
+    train = [f for f in files if not is_validation(f, val_fraction)]
+    val = [f for f in files if is_validation(f, val_fraction)]
+    if not val and len(train) > 1:  # tiny corpora: still validate on held-out files
+        val = [train.pop()]
+    return train, val
+
+
+def tokenize_files(files: list[Path], tokenizer, max_tokens: int | None, seed: int) -> torch.Tensor:
+    files = list(files)
+    random.Random(seed).shuffle(files)
+    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    ids: list[int] = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids.append(sep)
+        if max_tokens and len(ids) >= max_tokens:
+            break
+    return torch.tensor(ids[:max_tokens] if max_tokens else ids, dtype=torch.long)
+
+
+@dataclass
+class Corpus:
+    train: torch.Tensor  # 1-D token stream
+    val: torch.Tensor
+    train_files: int
+    val_files: int
+
+    def describe(self) -> str:
+        return (f"{self.train_files} train files ({len(self.train):,} tokens), "
+                f"{self.val_files} validation files ({len(self.val):,} tokens)")
+
+
+def build_corpus(dirs: list[Path], tokenizer, max_tokens: int | None = 5_000_000, val_fraction: float = 0.05,
+                 seed: int = 0) -> Corpus:
+    train_files, val_files = split_files(python_files(dirs), val_fraction)
+    val_budget = None if max_tokens is None else max(4096, int(max_tokens * val_fraction))
+    return Corpus(tokenize_files(train_files, tokenizer, max_tokens, seed),
+                  tokenize_files(val_files, tokenizer, val_budget, seed), len(train_files), len(val_files))
+
+
+def sample_batch(tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """`batch_size` random windows of `seq_len` tokens."""
+    if len(tokens) <= seq_len:
+        raise XtcError(f"corpus has {len(tokens)} tokens, fewer than --seq-len {seq_len}: add data or lower it")
+    starts = torch.randint(0, len(tokens) - seq_len, (batch_size,), generator=generator)
+    return torch.stack([tokens[s:s + seq_len] for s in starts.tolist()])
+
+
+def eval_blocks(tokens: torch.Tensor, seq_len: int, max_blocks: int = 16) -> torch.Tensor:
+    """Fixed, evenly spaced validation windows, so validation losses compare across steps."""
+    n = min(max_blocks, max(1, (len(tokens) - 1) // seq_len))
+    seq_len = min(seq_len, len(tokens) - 1)
+    stride = max(1, (len(tokens) - seq_len) // n)
+    return torch.stack([tokens[i * stride:i * stride + seq_len] for i in range(n)])
