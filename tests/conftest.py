@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tiny import build_tokenizer, build_model
+from tests.tiny import build_model, build_tokenizer, train_briefly
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +28,12 @@ def arch(request):
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory, tokenizer):
-    """arch -> directory of a tiny untrained Hugging Face model (4 layers, width 64)."""
+    """arch -> directory of a tiny Hugging Face model (4 layers, width 64), trained for a few
+    seconds so that its predictions are peaked, as a real teacher's are."""
     dirs = {}
     for name in ("gpt2", "llama"):
         model, _ = build_model(name, tokenizer=tokenizer)
+        train_briefly(model, tokenizer, steps=60, seq_len=64)
         out = tmp_path_factory.mktemp(f"tiny-{name}")
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

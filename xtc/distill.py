@@ -90,7 +90,7 @@ def distillation_loss(student_out, teacher_out, kept: list[int], cfg: TrainConfi
     if cfg.attn_weight and getattr(student_out, "attentions", None):
         parts["attn"] = attention_mse(student_out.attentions, teacher_out.attentions, [(s, t) for s, t in enumerate(kept)])
     total = kd + cfg.hidden_weight * parts.get("hidden", 0.0) + cfg.attn_weight * parts.get("attn", 0.0)
-    return total, {k: float(v) for k, v in parts.items()}
+    return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
 # -- schedule, checkpoints ---------------------------------------------------------------------
