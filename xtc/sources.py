@@ -53,7 +53,9 @@ def _load_hf_dir(directory: Path) -> tuple[nn.Module, object]:
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # a broken user file fails in many ways inside transformers
+        if isinstance(exc, XtcError):
+            raise
         raise XtcError(f"{directory}: cannot load the model ({_short(exc)})") from None
     return model.eval(), tokenizer
 
@@ -66,7 +68,9 @@ def load_gguf(path: Path) -> tuple[nn.Module, object]:
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # a broken user file fails in many ways inside transformers
+        if isinstance(exc, XtcError):
+            raise
         raise XtcError(f"{path}: cannot read the GGUF file ({_short(exc)})") from None
     archs.arch_of(model.config)
     # The weights are dequantised now; drop the GGUF quantiser so the model saves and trains as fp32.
