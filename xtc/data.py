@@ -44,18 +44,27 @@ def split_files(files: list[Path], val_fraction: float = 0.05) -> tuple[list[Pat
     return train, val
 
 
-def tokenize_files(files: list[Path], tokenizer, max_tokens: int | None, seed: int) -> torch.Tensor:
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None
+
+
+def tokenize_files(files: list[Path], tokenizer, max_tokens: int | None, seed: int, chunk: int = 64) -> torch.Tensor:
+    """Shuffled files, tokenized in batches (fast tokenizers then use every core), end-of-text
+    between files, stopping once `max_tokens` are collected."""
     files = list(files)
     random.Random(seed).shuffle(files)
     sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     ids: list[int] = []
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
+    for i in range(0, len(files), chunk):
+        texts = [t for t in map(_read, files[i:i + chunk]) if t]
+        if not texts:
             continue
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        ids.append(sep)
+        for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            ids.extend(encoded)
+            ids.append(sep)
         if max_tokens and len(ids) >= max_tokens:
             break
     return torch.tensor(ids[:max_tokens] if max_tokens else ids, dtype=torch.long)
