@@ -1,0 +1,360 @@
+"""The completion engine behind `xtc-lsp`, usable without the protocol.
+
+It turns (document text, cursor, trigger) into a suggestion: the cursor is clamped into the
+document, the text around it goes to `xtc.complete.Completer` on one worker thread, and the
+answer comes back as a `concurrent.futures.Future`. Around that one call it keeps an editor
+responsive:
+
+- one inference at a time; a newer request on the same stream (document and feature) makes the
+  older ones stale: they are answered empty at once and their generation stops between tokens;
+- cancelling a request's future stops its generation too (`should_stop`);
+- an optional debounce: a request waits `debounce_ms` before it starts, so a burst of typing
+  costs one inference;
+- a few recent suggestions: typing characters that begin the last suggestion answers the
+  remainder without inference;
+- the model loads on a background thread; until it is ready, or when it cannot be loaded,
+  every request is answered empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Hashable
+
+log = logging.getLogger("xtc-lsp")
+
+INSTALL_HINT = "run `xtc install smollm2` (or set `xtc.model` to a model directory, .gguf file or installed name)"
+_EOL = re.compile(r"\r\n|\r|\n")
+_WORD = re.compile(r"\w*$")
+
+
+# -- settings -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """The `xtc` configuration section (camelCase keys on the wire)."""
+
+    model: str = ""  # SRC; empty = the installed default
+    max_new_tokens: int = 48
+    context_tokens: int = 1024
+    multiline: bool = False
+    debounce_ms: int = 0
+
+    def updated(self, raw: Any) -> "Settings":
+        """These settings with the recognised keys of `raw` applied; bad values are ignored.
+        Accepts `{"settings": {"xtc": {...}}}`, `{"settings": {...}}`, `{"xtc": {...}}` or `{...}`."""
+        section = section_of(raw)
+        changes: dict[str, Any] = {}
+        for key, (name, kind, low, high) in _KEYS.items():
+            if key not in section or section[key] is None:
+                continue
+            value = section[key]
+            if kind is bool and isinstance(value, bool):
+                changes[name] = value
+            elif kind is str and isinstance(value, str):
+                changes[name] = value.strip()
+            elif kind is int and isinstance(value, (int, float)) and not isinstance(value, bool):
+                changes[name] = int(min(max(value, low), high))
+            else:
+                log.warning("ignoring setting xtc.%s=%r (expected %s)", key, value, kind.__name__)
+        return replace(self, **changes)
+
+
+_KEYS: dict[str, tuple[str, type, int, int]] = {
+    "model": ("model", str, 0, 0),
+    "maxNewTokens": ("max_new_tokens", int, 1, 512),
+    "contextTokens": ("context_tokens", int, 16, 32768),
+    "multiline": ("multiline", bool, 0, 0),
+    "debounceMs": ("debounce_ms", int, 0, 5000),
+}
+
+
+def section_of(raw: Any) -> dict:
+    if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
+        raw = raw["settings"]
+    if isinstance(raw, dict) and isinstance(raw.get("xtc"), dict):
+        raw = raw["xtc"]
+    return raw if isinstance(raw, dict) else {}
+
+
+# -- positions ----------------------------------------------------------------------------------
+def _units(char: str, encoding: str) -> int:
+    if encoding == "utf-8":
+        return len(char.encode("utf-8", "surrogatepass"))
+    if encoding == "utf-32":
+        return 1
+    return 2 if ord(char) > 0xFFFF else 1  # utf-16, the LSP default
+
+
+def locate(text: str, line: int, character: int, encoding: str = "utf-16") -> tuple[int, int] | None:
+    """The string offset of an LSP position and its character clamped to the line's length,
+    or None for a position outside the document (negative, or a line past the end)."""
+    if line < 0 or character < 0:
+        return None
+    breaks = list(_EOL.finditer(text))
+    if line > len(breaks):
+        return None
+    start = breaks[line - 1].end() if line else 0
+    end = breaks[line].start() if line < len(breaks) else len(text)
+    offset, units = start, 0
+    while offset < end:
+        width = _units(text[offset], encoding)
+        if units + width > character:
+            break
+        units += width
+        offset += 1
+    return offset, units
+
+
+def units_of(text: str, encoding: str = "utf-16") -> int:
+    return sum(_units(c, encoding) for c in text)
+
+
+# -- requests and answers -----------------------------------------------------------------------
+@dataclass
+class Request:
+    document: str  # the document's URI (or any key)
+    text: str
+    line: int
+    character: int
+    invoked: bool = False  # explicitly asked for (may be multi-line) rather than automatic
+    channel: str = ""  # requests on the same (document, channel) make each other stale
+    encoding: str = "utf-16"
+
+
+@dataclass
+class Suggestion:
+    text: str = ""
+    line: int = 0
+    character: int = 0  # the cursor as used, clamped, in the request's encoding units
+    word: str = ""  # the identifier characters just before the cursor
+    source: str = "none"  # "model", "cache", or why it is empty: "stale", "not-ready", "position", ...
+    seconds: float = 0.0
+    completion: Any = None  # xtc.complete.Completion when the model ran
+
+
+@dataclass
+class Job:
+    request: Request
+    before: str
+    after: str
+    multiline: bool
+    settings: Settings
+    suggestion: Suggestion
+    future: Future = field(default_factory=Future)
+    started: float = field(default_factory=time.perf_counter)
+
+    def finish(self, text: str, source: str, completion: Any = None) -> None:
+        result = replace(self.suggestion, text=text, source=source, completion=completion,
+                         seconds=time.perf_counter() - self.started)
+        try:
+            self.future.set_result(result)
+        except InvalidStateError:  # already answered (stale) or cancelled
+            pass
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+@dataclass
+class _Shown:
+    document: str
+    before: str
+    after: str
+    text: str
+    multiline: bool
+
+
+def load_completer(src: str):
+    """A `Completer` for SRC ("" = the installed default); raises XtcError with a message."""
+    from xtc.complete import Completer
+    from xtc.errors import XtcError
+    from xtc.runtime import load_runtime
+    from xtc.store import Store
+
+    if not src:
+        default = Store().default_path()
+        if default is None:
+            raise XtcError("no model installed")
+        src = str(default)
+    return Completer(load_runtime(src))
+
+
+# -- the engine ---------------------------------------------------------------------------------
+class Engine:
+    """Suggestions for documents, one inference at a time on a worker thread."""
+
+    def __init__(self, settings: Settings | None = None, loader: Callable[[str], Any] = load_completer,
+                 cache_size: int = 8):
+        self.settings = settings or Settings()
+        self.loader = loader
+        self.completer: Any = None
+        self.model_name: str | None = None
+        self.error: str | None = None
+        self.loaded_src: str | None = None
+        self._load_generation = 0
+        self._load_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._latest: dict[Hashable, Job] = {}
+        self._shown: deque[_Shown] = deque(maxlen=cache_size)
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._closed = False
+        threading.Thread(target=self._work, name="xtc-complete", daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        return self.completer is not None
+
+    # -- model ----------------------------------------------------------------------------------
+    def load(self, src: str | None = None) -> Future:
+        """Load SRC (default: `settings.model`) on a background thread. The future gives the
+        model's name, or raises with a one-line message; the old model serves until then."""
+        src = self.settings.model if src is None else src
+        with self._lock:
+            self._load_generation += 1
+            generation = self._load_generation
+            self.loaded_src = src
+        future: Future = Future()
+        threading.Thread(target=self._load, args=(src, generation, future), name="xtc-load", daemon=True).start()
+        return future
+
+    def _load(self, src: str, generation: int, future: Future) -> None:
+        with self._load_lock:  # one load at a time; a superseded one is skipped
+            if generation != self._load_generation:
+                future.set_exception(RuntimeError("superseded by a newer model"))
+                return
+            started = time.perf_counter()
+            try:
+                completer = self.loader(src)
+                completer.complete("def main():\n    return", max_new_tokens=2)  # warm up
+            except Exception as exc:
+                from xtc.errors import XtcError
+
+                if not isinstance(exc, XtcError):
+                    log.exception("cannot load model %r", src)
+                with self._lock:
+                    if generation == self._load_generation:
+                        self.completer, self.model_name = None, None
+                        self.error = f"cannot load model {src or '(default)'}: {exc}; {INSTALL_HINT}"
+                future.set_exception(exc)
+                return
+            with self._lock:
+                if generation != self._load_generation:
+                    future.set_exception(RuntimeError("superseded by a newer model"))
+                    return
+                self.completer, self.error = completer, None
+                self.model_name = getattr(completer.rt, "name", src) or src
+                self._shown.clear()
+            log.info("model %s ready in %.1f s", self.model_name, time.perf_counter() - started)
+            future.set_result(self.model_name)
+
+    def configure(self, settings: Settings) -> Future | None:
+        """Apply new settings; returns the load's future when the model changed."""
+        with self._lock:
+            model_changed = settings.model != self.settings.model
+            self.settings = settings
+            self._shown.clear()
+        return self.load() if model_changed else None
+
+    # -- requests -------------------------------------------------------------------------------
+    def submit(self, request: Request) -> Future:
+        """Start a suggestion; the future gives a `Suggestion` (text "" for none). Older requests
+        on the same (document, channel) are answered empty now. Cancel the future to stop it."""
+        settings = self.settings
+        located = locate(request.text, request.line, request.character, request.encoding)
+        offset, character = located if located else (0, 0)
+        before, after = request.text[:offset], request.text[offset:]
+        word = _WORD.search(before[before.rfind("\n") + 1:]).group(0) if located else ""
+        job = Job(request, before, after, request.invoked and settings.multiline, settings,
+                  Suggestion(line=request.line, character=character, word=word))
+        key = (request.document, request.channel)
+        with self._lock:
+            older = self._latest.get(key)
+            self._latest[key] = job
+        if older is not None:
+            older.finish("", "stale")
+        if self._closed:
+            job.finish("", "closed")
+        elif located is None:
+            job.finish("", "position")
+        elif not self.ready:
+            job.finish("", "not-ready")
+        elif (cached := self._from_cache(job)) is not None:
+            job.finish(cached, "cache")
+        elif settings.debounce_ms > 0:
+            timer = threading.Timer(settings.debounce_ms / 1000, self._queue.put, (job,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._queue.put(job)
+        return job.future
+
+    def complete(self, request: Request, timeout: float | None = None) -> Suggestion:
+        """Blocking convenience around `submit`."""
+        return self.submit(request).result(timeout)
+
+    def close(self) -> None:
+        """Answer everything pending empty and stop the worker."""
+        self._closed = True
+        with self._lock:
+            jobs = list(self._latest.values())
+            self._latest.clear()
+        for job in jobs:
+            job.finish("", "closed")
+        self._queue.put(None)
+
+    # -- the worker -----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if job.done():  # stale or cancelled while it waited
+                continue
+            try:
+                self._run(job)
+            except Exception:  # a bug must not kill the worker: log it, answer empty
+                log.exception("completion failed")
+                job.finish("", "error")
+            finally:
+                with self._lock:
+                    if self._latest.get((job.request.document, job.request.channel)) is job:
+                        del self._latest[(job.request.document, job.request.channel)]
+
+    def _run(self, job: Job) -> None:
+        completer = self.completer
+        if completer is None:
+            job.finish("", "not-ready")
+            return
+        if (cached := self._from_cache(job)) is not None:  # an equal request just finished
+            job.finish(cached, "cache")
+            return
+        s = job.settings
+        result = completer.complete(job.before, job.after, max_new_tokens=min(s.max_new_tokens, completer.rt.max_context // 2),
+                                    context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done)
+        text = "" if result.cancelled or not result.text.strip() else result.text
+        if text and completer is self.completer:
+            with self._lock:
+                self._shown.append(_Shown(job.request.document, job.before, job.after, text, job.multiline))
+        job.finish(text, "model", result)
+
+    def _from_cache(self, job: Job) -> str | None:
+        """The rest of a recent suggestion when the user has typed its beginning since."""
+        with self._lock:
+            shown = list(self._shown)
+        for entry in reversed(shown):
+            if (entry.document != job.request.document or entry.after != job.after
+                    or not job.before.startswith(entry.before) or (job.multiline and not entry.multiline)):
+                continue
+            typed = job.before[len(entry.before):]
+            if not entry.text.startswith(typed):
+                continue
+            rest = entry.text[len(typed):]
+            if not job.multiline:
+                rest = rest.split("\n", 1)[0]
+            if rest.strip():
+                return rest
+        return None

@@ -1,0 +1,163 @@
+"""pygls handlers for `xtc-lsp`: translate LSP <-> `lsp_server.engine`, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Future
+from typing import Any
+from urllib.parse import unquote
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from lsp_server import __version__
+from lsp_server.engine import Engine, Request, Settings, Suggestion, units_of
+
+log = logging.getLogger("xtc-lsp")
+
+
+class XtcProtocol(LanguageServerProtocol):
+    """pygls logs a request it cannot read (e.g. a negative position) and never answers it; the
+    client would wait forever. Answer it with the JSON-RPC error instead."""
+
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], error=exc.to_response_error())
+            raise
+
+
+class XtcServer(LanguageServer):
+    """A language server with one completion engine."""
+
+    def __init__(self) -> None:
+        super().__init__("xtc-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=XtcProtocol)
+        self.engine = Engine()
+        self.client_ready = False
+        self._pending_load: Future | None = None
+        self._progress_count = 0
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log protocol errors (stderr and the client's log); only a model problem pops up."""
+        self.log_to_client(f"{getattr(source, '__name__', source)}: {error}", types.MessageType.Warning)
+
+    # -- helpers used by the handlers -----------------------------------------------------------
+    def log_to_client(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        log.log(logging.WARNING if kind <= types.MessageType.Warning else logging.INFO, "%s", message)
+        self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def start_load(self, future: Future) -> None:
+        """Report a model load to the client: work-done progress, then a message if it failed."""
+        if not self.client_ready:  # reported once the client is ready for progress
+            self._pending_load = future
+            return
+        asyncio.ensure_future(self._report_load(future))
+
+    async def _report_load(self, future: Future) -> None:
+        token = None
+        if getattr(getattr(self.client_capabilities, "window", None), "work_done_progress", False):
+            self._progress_count += 1
+            token = f"xtc-load-{self._progress_count}"
+            try:
+                await self.work_done_progress.create_async(token)
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title="xtc", message=f"loading model {self.engine.loaded_src or '(default)'}"))
+            except Exception as exc:  # a client that refuses progress still gets completions
+                log.warning("no progress: %s", exc)
+                token = None
+        try:
+            name = await asyncio.wrap_future(future)
+            message = f"model {name} ready"
+        except Exception:
+            message = self.engine.error
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        if self.engine.error is not None and message == self.engine.error:
+            log.error("%s", message)
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"xtc: {message}"))
+        elif message:
+            self.log_to_client(message)
+
+    def configure(self, raw: Any) -> None:
+        load = self.engine.configure(self.engine.settings.updated(raw))
+        if load is not None:
+            self.start_load(load)
+
+    async def suggest(self, uri: str, position: types.Position, invoked: bool, channel: str) -> Suggestion:
+        document = self.workspace.text_documents.get(unquote(uri))
+        if document is None:  # never opened: nothing to complete
+            return Suggestion(source="unknown-document")
+        request = Request(uri, document.source, position.line, position.character, invoked, channel,
+                          str(self.workspace.position_encoding or "utf-16"))
+        suggestion = await asyncio.wrap_future(self.engine.submit(request))  # cancelling stops generation
+        if suggestion.completion is not None:
+            c = suggestion.completion
+            log.debug("%s: %d prompt tokens (%d reused), %d new, %.0f ms", channel, c.prompt_tokens, c.reused_tokens,
+                      c.new_tokens, c.seconds * 1000)
+        return suggestion
+
+
+def create_server() -> XtcServer:
+    server = XtcServer()
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: XtcServer, params: types.InitializeParams) -> None:
+        ls.engine.settings = Settings().updated(params.initialization_options)
+        ls.start_load(ls.engine.load())  # starts now; progress is reported after `initialized`
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: XtcServer, params: types.InitializedParams) -> None:
+        ls.client_ready = True
+        if ls._pending_load is not None:
+            ls.start_load(ls._pending_load)
+            ls._pending_load = None
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: XtcServer, params: types.DidChangeConfigurationParams) -> None:
+        settings = params.settings
+        if not settings and getattr(getattr(ls.client_capabilities, "workspace", None), "configuration", False):
+            items = [types.ConfigurationItem(section="xtc")]
+            settings = (await ls.workspace_configuration_async(types.ConfigurationParams(items=items)))[0]
+        ls.configure(settings)
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: XtcServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        s = await ls.suggest(params.text_document.uri, params.position, invoked, "inline")
+        if not s.text:
+            return types.InlineCompletionList(items=[])
+        cursor = types.Position(s.line, s.character)
+        return types.InlineCompletionList(items=[
+            types.InlineCompletionItem(insert_text=s.text, range=types.Range(cursor, cursor))])
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                    types.CompletionOptions(trigger_characters=[".", "(", "[", ",", " ", "="]))
+    async def completion(ls: XtcServer, params: types.CompletionParams) -> types.CompletionList:
+        invoked = params.context is None or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
+        s = await ls.suggest(params.text_document.uri, params.position, invoked, "completion")
+        if not s.text:
+            return types.CompletionList(is_incomplete=True, items=[])
+        # Replace the word being typed with word + suggestion, so that clients filtering by the
+        # typed word keep the item.
+        encoding = str(ls.workspace.position_encoding or "utf-16")
+        start = types.Position(s.line, s.character - units_of(s.word, encoding))
+        full = s.word + s.text
+        label = full.split("\n", 1)[0]
+        item = types.CompletionItem(
+            label=label if len(label) <= 60 else label[:59] + "…", kind=types.CompletionItemKind.Text,
+            detail="xtc", filter_text=full, sort_text="0", insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(types.Range(start, types.Position(s.line, s.character)), full),
+            documentation=types.MarkupContent(types.MarkupKind.Markdown, f"```\n{full}\n```") if "\n" in full else None)
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: XtcServer, params: None) -> None:
+        ls.engine.close()
+
+    return server

@@ -1,0 +1,252 @@
+"""The server's engine without the protocol: positions, settings, staleness, cancellation,
+debounce, the suggestion cache, and model loading failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from lsp_server.engine import Engine, Request, Settings, locate, load_completer, units_of
+from tests.lsp_fixtures import expected, tiny_models
+from xtc.complete import Completion
+from xtc.errors import XtcError
+
+
+class FakeCompleter:
+    """Answers `text` after `tokens` steps of `step_seconds`, checking `should_stop` between steps
+    like the real `Completer`."""
+
+    def __init__(self, text: str = "return value", tokens: int = 1, step_seconds: float = 0.0):
+        self.rt = SimpleNamespace(max_context=2048, name="fake")
+        self.text, self.tokens, self.step_seconds = text, tokens, step_seconds
+        self.calls: list[dict] = []
+        self.started = threading.Event()
+
+    def complete(self, before, after="", *, should_stop=None, **options):
+        call = dict(before=before, after=after, steps=0, stopped=False, **options)
+        self.calls.append(call)
+        self.started.set()
+        for _ in range(self.tokens):
+            if should_stop is not None and should_stop():
+                call["stopped"] = True
+                return Completion("", cancelled=True)
+            time.sleep(self.step_seconds)
+            call["steps"] += 1
+        if isinstance(self.text, Exception):
+            raise self.text
+        return Completion(self.text)
+
+
+def ready(fake: FakeCompleter, **settings) -> Engine:
+    engine = Engine(Settings(**settings), loader=lambda src: fake)
+    assert engine.load().result(10) == "fake"
+    fake.calls.clear()  # the warm-up
+    fake.started.clear()
+    return engine
+
+
+def request(text: str, channel: str = "", invoked: bool = False, document: str = "file:///a.py") -> Request:
+    lines = text.split("\n")
+    return Request(document, text, len(lines) - 1, len(lines[-1]), invoked, channel)
+
+
+# -- positions and settings ---------------------------------------------------------------------
+def test_locate_counts_utf16_and_clamps():
+    text = "a\U0001F600b\nxy\r\nz"
+    assert locate(text, 0, 3) == (2, 3)  # after the emoji: two UTF-16 units
+    assert locate(text, 0, 2) == (1, 1)  # inside the surrogate pair: back to its start
+    assert locate(text, 0, 5, "utf-8") == (2, 5)
+    assert locate(text, 0, 2, "utf-32") == (2, 2)
+    assert locate(text, 1, 99) == (6, 2)  # past the end of the line: its end
+    assert locate(text, 2, 0) == (8, 0)  # after \r\n
+    assert locate(text, 3, 0) is None  # past the last line
+    assert locate(text, -1, 0) is None and locate(text, 0, -1) is None
+    assert locate("", 0, 0) == (0, 0)
+    assert units_of("\U0001F600x") == 3 and units_of("é", "utf-8") == 2
+
+
+def test_settings_accept_every_shape_and_ignore_bad_values():
+    want = Settings(model="m", max_new_tokens=8, multiline=True)
+    raw = {"model": "m", "maxNewTokens": 8, "multiline": True}
+    for shape in (raw, {"xtc": raw}, {"settings": raw}, {"settings": {"xtc": raw}}):
+        assert Settings().updated(shape) == want
+    assert Settings().updated(None) == Settings()
+    bad = Settings().updated({"maxNewTokens": "many", "multiline": 1, "debounceMs": True, "contextTokens": 10**9})
+    assert bad == Settings(context_tokens=32768)
+    assert want.updated({"maxNewTokens": 16}) == Settings(model="m", max_new_tokens=16, multiline=True)
+
+
+# -- suggestions ----------------------------------------------------------------------------------
+def test_suggestion_for_the_text_around_the_cursor():
+    fake = FakeCompleter("th.join(a, b)")
+    engine = ready(fake, max_new_tokens=7, context_tokens=99)
+    text = "import os\nx = os.pa\ny = 1"
+    s = engine.complete(Request("file:///a.py", text, 1, 9))
+    assert (s.text, s.source, s.word, s.line, s.character) == ("th.join(a, b)", "model", "pa", 1, 9)
+    [call] = fake.calls
+    assert (call["before"], call["after"]) == ("import os\nx = os.pa", "\ny = 1")
+    assert (call["max_new_tokens"], call["context_tokens"], call["multiline"]) == (7, 99, False)
+
+
+def test_multiline_only_for_invoked_requests_when_enabled():
+    fake = FakeCompleter()
+    engine = ready(fake, multiline=True)
+    engine.complete(request("x = 1\n", invoked=False, channel="a"))
+    engine.complete(request("x = 2\n", invoked=True, channel="b"))
+    assert [c["multiline"] for c in fake.calls] == [False, True]
+    ready(fake, multiline=False).complete(request("x = 3\n", invoked=True))
+    assert fake.calls[-1]["multiline"] is False
+
+
+def test_never_only_whitespace_and_errors_answer_empty():
+    fake = FakeCompleter("   \n ")
+    engine = ready(fake)
+    assert engine.complete(request("x = ")).text == ""
+    fake.text = RuntimeError("boom")
+    assert engine.complete(request("y = ")).source == "error"
+    fake.text = "ok"
+    assert engine.complete(request("z = ")).text == "ok"  # the worker survived
+
+
+def test_bad_positions_answer_empty_without_inference():
+    fake = FakeCompleter()
+    engine = ready(fake)
+    assert engine.complete(Request("d", "x", 5, 0)).source == "position"
+    assert engine.complete(Request("d", "x", -1, 0)).source == "position"
+    assert engine.complete(Request("d", "x = ", 0, 99)).character == 4
+    assert len(fake.calls) == 1
+
+
+def test_typing_the_suggestion_answers_the_rest_from_the_cache():
+    fake = FakeCompleter("return value")
+    engine = ready(fake)
+    text = "def f():\n    "
+    assert engine.complete(request(text)).text == "return value"
+    s = engine.complete(request(text + "ret"))
+    assert (s.text, s.source) == ("urn value", "cache")
+    assert len(fake.calls) == 1
+    assert engine.complete(request(text + "x")).source == "model"  # not the suggestion: infer again
+    assert engine.complete(request(text + "return value")).source == "model"  # nothing left of it
+    assert engine.complete(request(text + "ret", document="file:///b.py")).source == "model"  # another file
+
+
+def test_cache_is_cleared_by_a_settings_change():
+    fake = FakeCompleter("return value")
+    engine = ready(fake)
+    engine.complete(request("a = "))
+    engine.configure(Settings(max_new_tokens=2))
+    assert engine.complete(request("a = ")).source == "model"
+
+
+# -- responsiveness -------------------------------------------------------------------------------
+def test_newer_request_makes_the_older_one_stale_at_once():
+    fake = FakeCompleter(tokens=200, step_seconds=0.005)
+    engine = ready(fake)
+    older = engine.submit(request("a = 1\n"))
+    assert fake.started.wait(5)
+    fake.tokens = 3  # the newer one is quick
+    newer = engine.submit(request("a = 1\nb"))
+    assert older.result(0.5).source == "stale"  # answered before the newer one finished
+    assert newer.result(10).text == "return value"
+    assert fake.calls[0]["stopped"] and fake.calls[0]["steps"] < 200  # its generation stopped
+
+
+def test_other_channels_and_documents_are_not_stale():
+    fake = FakeCompleter(tokens=5, step_seconds=0.01)
+    engine = ready(fake)
+    futures = [engine.submit(request("q = ", channel="inline")), engine.submit(request("q = ", channel="completion")),
+               engine.submit(request("q = ", document="file:///other.py"))]
+    assert [f.result(10).text for f in futures] == ["return value"] * 3
+
+
+def test_cancel_stops_generation_between_tokens():
+    fake = FakeCompleter(tokens=200, step_seconds=0.005)
+    engine = ready(fake)
+    future = engine.submit(request("c = "))
+    assert fake.started.wait(5)
+    assert future.cancel()
+    fake.tokens = 1
+    engine.complete(request("d = ", document="file:///next.py"))  # the worker is free again
+    assert fake.calls[0]["stopped"] and fake.calls[0]["steps"] < 200
+
+
+def test_debounce_coalesces_a_burst_of_typing():
+    fake = FakeCompleter()
+    engine = ready(fake, debounce_ms=150)
+    futures = [engine.submit(request("value = " + "x" * i)) for i in range(5)]
+    results = [f.result(5) for f in futures]
+    assert [r.source for r in results] == ["stale"] * 4 + ["model"]
+    assert len(fake.calls) == 1 and fake.calls[0]["before"] == "value = xxxx"
+
+
+def test_requests_before_the_model_is_ready_answer_empty():
+    gate = threading.Event()
+    fake = FakeCompleter()
+    engine = Engine(loader=lambda src: (gate.wait(10), fake)[1])
+    loading = engine.load()
+    assert engine.complete(request("x = "), timeout=1).source == "not-ready"
+    gate.set()
+    loading.result(10)
+    assert engine.complete(request("x = ")).text == "return value"
+    engine.close()
+    assert engine.complete(request("y = ")).source == "closed"
+
+
+# -- loading ----------------------------------------------------------------------------------------
+def test_missing_default_model_explains_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("XTC_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("xtc.store.REPO_MODELS", tmp_path / "no-repo-models")
+    with pytest.raises(XtcError):
+        load_completer("")
+    engine = Engine()
+    with pytest.raises(XtcError):
+        engine.load().result(30)
+    assert "no model installed" in engine.error and "xtc install smollm2" in engine.error
+    assert engine.complete(request("x = ")).source == "not-ready"
+
+
+def test_broken_model_is_an_error_not_a_crash(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    engine = Engine(Settings(model=str(broken)))
+    with pytest.raises(XtcError):
+        engine.load().result(30)
+    assert str(broken) in engine.error and "xtc install smollm2" in engine.error
+
+    def bug(src):
+        raise RuntimeError("unexpected")
+
+    engine = Engine(loader=bug)
+    with pytest.raises(RuntimeError):
+        engine.load().result(10)
+    assert "unexpected" in engine.error
+
+
+def test_real_tiny_model_and_cancellation():
+    model = tiny_models().gpt2
+    engine = Engine(Settings(model=str(model)))
+    assert engine.load().result(60) == "gpt2"
+    text = "import os\n\n\ndef main():\n    path = os.pa"
+    assert engine.complete(request(text)).text == expected(model, text)
+
+    steps = []
+    rt = engine.completer.rt
+    real_step = rt.step
+
+    def slow_step(token):
+        steps.append(token)
+        time.sleep(0.01)
+        return real_step(token)
+
+    rt.step = slow_step
+    engine.configure(Settings(model=str(model), max_new_tokens=200))
+    future = engine.submit(request("class Queue:\n    def get(self):\n        return self."))
+    time.sleep(0.2)
+    future.cancel()
+    engine.configure(Settings(model=str(model), max_new_tokens=1))
+    engine.complete(request("x = 1", document="file:///next.py"))  # waits for the worker
+    assert len(steps) < 100

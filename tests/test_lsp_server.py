@@ -1,0 +1,192 @@
+"""End to end: the real `xtc-lsp` over stdio, driven like an editor (pytest-lsp's client)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
+
+from tests.lsp_fixtures import end_of, expected, lsp_session, tiny_models
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SAMPLE = "# {name}\nimport os\n\n\ndef main():\n    path = os.pa"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server():
+    models = tiny_models()
+    async with lsp_session({"xtc": {"model": str(models.gpt2)}}, models.home) as session:
+        yield session
+
+
+def sample(name: str) -> str:
+    return SAMPLE.format(name=name)
+
+
+async def test_capabilities(server):
+    caps = server.result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    assert caps.text_document_sync.change == t.TextDocumentSyncKind.Incremental
+    ends = server.progress_ends()
+    assert ends and "ready" in ends[0].message
+
+
+async def test_inline_completion_is_the_library_suggestion(server):
+    text = sample("inline")
+    uri = server.open("file:///inline.py", text)
+    want = expected(tiny_models().gpt2, text)
+    assert want  # the tiny model does suggest something here
+    items = await server.inline(uri, end_of(text))
+    assert [i.insert_text for i in items] == [want]
+    assert items[0].range == t.Range(end_of(text), end_of(text))
+
+
+async def test_completion_is_the_same_suggestion(server):
+    text = sample("completion")
+    uri = server.open("file:///completion.py", text)
+    want = expected(tiny_models().gpt2, text)
+    [item] = await server.completion(uri, end_of(text))
+    cursor = end_of(text)
+    assert item.text_edit.new_text == "pa" + want  # the word being typed is replaced with word + suggestion
+    assert item.text_edit.range == t.Range(t.Position(cursor.line, cursor.character - 2), cursor)
+    assert item.filter_text.startswith("pa")
+
+
+async def test_typing_the_suggestion_answers_the_rest_without_inference(server):
+    text = sample("typing")
+    uri = server.open("file:///typing.py", text)
+    [first] = await server.inline(uri, end_of(text))
+    typed = first.insert_text[0]
+    server.change(uri, end_of(text), end_of(text), typed)
+    [rest] = await server.inline(uri, end_of(text + typed))
+    assert rest.insert_text == first.insert_text[1:]
+
+
+async def test_incremental_changes(server):
+    text = "# incremental\nimport sys\n\ndef run():\n    return sys."
+    uri = server.open("file:///incremental.py", text)
+    server.change(uri, t.Position(1, 7), t.Position(1, 10), "os")  # import sys -> import os
+    server.change(uri, t.Position(4, 11), t.Position(4, 15), "os.pa")  # return sys. -> return os.pa
+    final = "# incremental\nimport os\n\ndef run():\n    return os.pa"
+    [item] = await server.inline(uri, end_of(final))
+    assert item.insert_text == expected(tiny_models().gpt2, final)
+
+
+async def test_bad_positions_are_clamped_or_empty(server):
+    text = sample("positions")
+    uri = server.open("file:///positions.py", text)
+    assert await server.inline(uri, t.Position(999, 0)) == []  # line past the end
+    [item] = await server.inline(uri, t.Position(5, 999))  # character past the end of the line
+    assert item.range.start == end_of(text)
+    assert item.insert_text == expected(tiny_models().gpt2, text)
+    negative = t.Position(0, 0)
+    object.__setattr__(negative, "line", -1)  # bypass lsprotocol's own validation, as a buggy client would
+    with pytest.raises(JsonRpcInvalidParams):
+        await asyncio.wait_for(server.inline(uri, negative), 10)  # answered (an error), not left hanging
+    assert await server.inline(uri, end_of(text))  # and the server is still fine
+
+
+async def test_unknown_document_is_empty(server):
+    assert await server.inline("file:///never-opened.py", t.Position(0, 0)) == []
+    assert await server.completion("file:///never-opened.py", t.Position(0, 0)) == []
+
+
+async def test_stale_request_is_answered_empty_first(server):
+    server.configure({"settings": {"xtc": {"debounceMs": 300}}})
+    try:
+        text = sample("stale")
+        uri = server.open("file:///stale.py", text)
+        order = []
+        older = asyncio.ensure_future(server.inline(uri, end_of(text)))
+        older.add_done_callback(lambda _: order.append("older"))
+        await asyncio.sleep(0.05)
+        newer = asyncio.ensure_future(server.inline(uri, end_of(text)))
+        newer.add_done_callback(lambda _: order.append("newer"))
+        assert await older == []
+        assert len(await newer) == 1
+        assert order == ["older", "newer"]
+    finally:
+        server.configure({"settings": {"xtc": {"debounceMs": 0}}})
+
+
+async def test_cancel_request(server):
+    server.configure({"settings": {"xtc": {"debounceMs": 3000}}})
+    try:
+        text = sample("cancel")
+        uri = server.open("file:///cancel.py", text)
+        started = time.monotonic()
+        pending = asyncio.ensure_future(server.client.protocol.send_request_async(
+            t.TEXT_DOCUMENT_INLINE_COMPLETION, server.inline_params(uri, end_of(text)), msg_id="cancel-me"))
+        await asyncio.sleep(0.1)
+        server.client.cancel_request(t.CancelParams(id="cancel-me"))
+        with pytest.raises(JsonRpcRequestCancelled):
+            await pending
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.configure({"settings": {"xtc": {"debounceMs": 0}}})
+    assert await server.inline(uri, end_of(text))
+
+
+async def test_max_new_tokens_setting(server):
+    text = sample("tokens")
+    uri = server.open("file:///tokens.py", text)
+    server.configure({"settings": {"xtc": {"maxNewTokens": 2}}})
+    try:
+        [short] = await server.inline(uri, end_of(text))
+        assert short.insert_text == expected(tiny_models().gpt2, text, max_new_tokens=2)
+    finally:
+        server.configure({"settings": {"maxNewTokens": 48}})  # the flat form works too
+    [full] = await server.inline(uri, end_of(text))
+    assert len(full.insert_text) > len(short.insert_text)
+
+
+async def test_multiline_only_when_invoked(server):
+    text = "# multiline\nclass Queue:\n    def put(self, item):\n        "
+    uri = server.open("file:///multiline.py", text)
+    server.configure({"settings": {"xtc": {"multiline": True}}})
+    try:
+        [automatic] = await server.inline(uri, end_of(text)) or [None]
+        invoked = await server.inline(uri, end_of(text), invoked=True)
+    finally:
+        server.configure({"settings": {"xtc": {"multiline": False}}})
+    assert automatic is None or "\n" not in automatic.insert_text
+    assert [i.insert_text for i in invoked] == [t for t in [expected(tiny_models().gpt2, text, multiline=True)] if t]
+
+
+async def test_model_switch_reloads_in_the_background(server):
+    models = tiny_models()
+    text = sample("switch")
+    uri = server.open("file:///switch.py", text)
+    loads = len(server.progress_ends())
+    server.configure({"settings": {"xtc": {"model": str(models.llama)}}})
+    try:
+        end = await server.wait_ready(loads + 1)
+        assert "llama" in end.message
+        items = await server.inline(uri, end_of(text))
+        assert [i.insert_text for i in items] == [w for w in [expected(models.llama, text)] if w]
+    finally:
+        server.configure({"settings": {"xtc": {"model": str(models.gpt2)}}})
+        await server.wait_ready(loads + 2)
+    assert not server.client.messages  # no error shown for good models
+
+
+async def test_missing_model_tells_once_and_answers_empty():
+    models = tiny_models()
+    async with lsp_session({"model": str(models.root / "no-such-model")}, models.home) as session:
+        text = sample("missing")
+        uri = session.open("file:///missing.py", text)
+        assert await session.inline(uri, end_of(text)) == []
+        assert await session.completion(uri, end_of(text)) == []
+        session.configure({"settings": {"xtc": {"maxNewTokens": 8}}})  # not a model change: no new message
+        assert await session.inline(uri, end_of(text)) == []
+        [message] = session.client.messages
+        assert message.type == t.MessageType.Error
+        assert "xtc install smollm2" in message.message and "no-such-model" in message.message
+        assert "xtc install smollm2" in session.progress_ends()[0].message
+    # leaving the block sent shutdown + exit and checked the exit status is 0
