@@ -177,10 +177,10 @@ def distill(teacher: nn.Module, student: nn.Module, corpus: Corpus, kept: list[i
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        log.append({"stage": name, "step": step, "loss": float(loss), **parts, "lr": scheduler.get_last_lr()[0],
+        log.append({"stage": name, "step": step, "loss": float(loss.detach()), **parts, "lr": scheduler.get_last_lr()[0],
                     "elapsed_s": round(time.monotonic() - started, 2)})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             log[-1]["val"] = evaluate(teacher, accelerator.unwrap_model(student), corpus, kept, cfg, accelerator.device)
             student.train()
