@@ -25,7 +25,7 @@ test-vscode:
 	@if [ -f vscode-client/package.json ]; then cd vscode-client && npm ci --no-audit --no-fund && npm test; fi
 
 demo: venv
-	$(PY) -m xtc.demo
+	$(PY) -m lsp_server.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache
