@@ -1,0 +1,198 @@
+// xtc for VS Code: starts `xtc-lsp` over stdio for Python files; VS Code shows its inline
+// completions as ghost text (vscode-languageclient >= 10.0.1 has inline completion built in).
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as vscode from 'vscode';
+import {
+    LanguageClient,
+    LanguageClientOptions,
+    MessageType,
+    ServerOptions,
+    ShowMessageNotification,
+    State,
+    WorkDoneProgressBegin,
+    WorkDoneProgressEnd,
+    WorkDoneProgressReport,
+} from 'vscode-languageclient/node';
+import { buildInitializationOptions, readyModel, resolveServerCommand, Status, statusView } from './settings';
+
+const SECTION = 'xtc';
+
+let client: LanguageClient | undefined;
+let output: vscode.LogOutputChannel;
+let statusItem: vscode.StatusBarItem;
+let status: Status = 'starting';
+let statusModel = '';
+let statusDetail: string | undefined;
+let stopping = false;
+let queue: Promise<void> = Promise.resolve();
+
+function config(): vscode.WorkspaceConfiguration {
+    return vscode.workspace.getConfiguration(SECTION);
+}
+
+function setStatus(next: Status, detail?: string, model?: string): void {
+    status = next;
+    statusDetail = detail;
+    statusModel = model ?? (config().get<string>('model') ?? '');
+    const view = statusView(status, statusModel, statusDetail);
+    statusItem.text = view.text;
+    statusItem.tooltip = view.tooltip;
+    statusItem.backgroundColor = view.error ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+    statusItem.show();
+}
+
+/** Serialise start/stop/restart so that quick toggles never run two servers. */
+function enqueue(task: () => Promise<void>): Promise<void> {
+    queue = queue.then(task, task).catch((err) => output.error(`xtc: ${String(err)}`));
+    return queue;
+}
+
+function workspaceFolders(): string[] {
+    return (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
+}
+
+function handleProgress(params: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd): void {
+    if (params.kind === 'begin' && params.title === 'xtc') {
+        setStatus('loading', params.message);
+    } else if (params.kind === 'end' && (status === 'loading' || status === 'starting')) {
+        setStatus('ready', params.message, readyModel(params.message));
+    }
+}
+
+async function startClient(): Promise<void> {
+    if (!config().get<boolean>('enable', true)) {
+        setStatus('disabled');
+        return;
+    }
+    const server = resolveServerCommand(config().get('serverCommand'), {
+        workspaceFolders: workspaceFolders(),
+        exists: (file) => {
+            try {
+                fs.accessSync(file, fs.constants.X_OK);
+                return true;
+            } catch {
+                return false;
+            }
+        },
+        home: os.homedir(),
+    });
+    output.info(`starting ${[server.command, ...server.args].join(' ')} (from ${server.source})`);
+    const serverOptions: ServerOptions = { command: server.command, args: server.args, options: { cwd: server.cwd } };
+    const clientOptions: LanguageClientOptions = {
+        documentSelector: [
+            { scheme: 'file', language: 'python' },
+            { scheme: 'untitled', language: 'python' },
+        ],
+        // A function, so that a restart sends the settings of that moment.
+        initializationOptions: () => buildInitializationOptions(config()),
+        // Sends `workspace/didChangeConfiguration` with the `xtc` section on every change.
+        synchronize: { configurationSection: SECTION },
+        outputChannel: output,
+        middleware: {
+            handleWorkDoneProgress: (token, params, next) => {
+                handleProgress(params);
+                next(token, params);
+            },
+        },
+    };
+    const c = new LanguageClient('xtc', 'xtc', serverOptions, clientOptions);
+    c.onDidChangeState((e) => {
+        if (e.newState === State.Starting) {
+            setStatus('starting');
+        } else if (e.newState === State.Running) {
+            setStatus('loading'); // the server loads its model in the background after `initialize`
+        } else if (e.newState === State.Stopped && !stopping) {
+            setStatus('stopped');
+        }
+    });
+    // Replaces the client's default handler: the same pop-up, plus an error state in the status bar
+    // (the server reports a missing or broken model this way) and a button to the log.
+    c.onNotification(ShowMessageNotification.type, async (message) => {
+        output.appendLine(message.message);
+        if (message.type === MessageType.Error) {
+            setStatus('error', message.message);
+            const choice = await vscode.window.showErrorMessage(message.message, 'Show Log');
+            if (choice) {
+                output.show(true);
+            }
+        } else if (message.type === MessageType.Warning) {
+            void vscode.window.showWarningMessage(message.message);
+        } else {
+            void vscode.window.showInformationMessage(message.message);
+        }
+    });
+    client = c;
+    try {
+        await c.start();
+    } catch (err) {
+        const message = `cannot start ${server.command}: ${err instanceof Error ? err.message : String(err)}`;
+        output.error(message);
+        setStatus('error', `${message}\nSet xtc.serverCommand, or install the project into .venv (make venv).`);
+    }
+}
+
+async function stopClient(): Promise<void> {
+    const c = client;
+    client = undefined;
+    if (!c) {
+        return;
+    }
+    stopping = true;
+    try {
+        if (c.isRunning()) {
+            await c.stop(5000);
+        }
+        await c.dispose();
+    } catch (err) {
+        output.warn(`stopping the server: ${String(err)}`);
+    } finally {
+        stopping = false;
+    }
+}
+
+async function setEnabled(enabled: boolean): Promise<void> {
+    const inspect = config().inspect<boolean>('enable');
+    const target = inspect?.workspaceFolderValue !== undefined
+        ? vscode.ConfigurationTarget.WorkspaceFolder
+        : inspect?.workspaceValue !== undefined
+            ? vscode.ConfigurationTarget.Workspace
+            : vscode.ConfigurationTarget.Global;
+    await config().update('enable', enabled, target); // the change listener starts or stops the server
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+    output = vscode.window.createOutputChannel('xtc', { log: true });
+    statusItem = vscode.window.createStatusBarItem('xtc.status', vscode.StatusBarAlignment.Right, 100);
+    statusItem.name = 'xtc';
+    statusItem.command = 'xtc.showLog';
+    context.subscriptions.push(
+        output,
+        statusItem,
+        vscode.commands.registerCommand('xtc.enable', () => setEnabled(true)),
+        vscode.commands.registerCommand('xtc.disable', () => setEnabled(false)),
+        vscode.commands.registerCommand('xtc.toggle', () => setEnabled(!config().get<boolean>('enable', true))),
+        vscode.commands.registerCommand('xtc.restartServer', () => enqueue(async () => {
+            await stopClient();
+            await startClient();
+        })),
+        vscode.commands.registerCommand('xtc.showLog', () => output.show(true)),
+        vscode.workspace.onDidChangeConfiguration((e) => {
+            if (e.affectsConfiguration('xtc.enable') || e.affectsConfiguration('xtc.serverCommand')) {
+                void enqueue(async () => {
+                    await stopClient();
+                    await startClient();
+                });
+            } else if (e.affectsConfiguration('xtc.model') && client?.isRunning()) {
+                setStatus('loading'); // the server reloads; its progress report confirms
+            }
+        }),
+    );
+    setStatus('starting');
+    await enqueue(startClient);
+}
+
+export async function deactivate(): Promise<void> {
+    await stopClient();
+}

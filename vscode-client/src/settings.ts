@@ -1,0 +1,162 @@
+// Pure logic of the extension (no `vscode` import), unit-tested with node's test runner.
+
+import * as path from 'path';
+
+/** The settings sent to `xtc-lsp` as `initializationOptions` (SPEC: language server). */
+export interface InitializationOptions {
+    model: string;
+    maxNewTokens: number;
+    contextTokens: number;
+    multiline: boolean;
+    debounceMs: number;
+}
+
+/** Keys of the `xtc` section that go to the server; `enable` and `serverCommand` stay here. */
+export const SERVER_KEYS = ['model', 'maxNewTokens', 'contextTokens', 'multiline', 'debounceMs'] as const;
+
+/** Defaults, identical to `contributes.configuration` in package.json. */
+export const DEFAULTS: InitializationOptions = {
+    model: '',
+    maxNewTokens: 48,
+    contextTokens: 1024,
+    multiline: false,
+    debounceMs: 0,
+};
+
+/** What we need of a `vscode.WorkspaceConfiguration` for the `xtc` section. */
+export interface ConfigReader {
+    get<T>(key: string): T | undefined;
+}
+
+function intIn(value: unknown, fallback: number, low: number, high: number): number {
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+        return fallback;
+    }
+    return Math.min(high, Math.max(low, Math.round(value)));
+}
+
+/** The `initializationOptions` for the server, from the `xtc` configuration section. */
+export function buildInitializationOptions(config: ConfigReader): InitializationOptions {
+    const model = config.get<unknown>('model');
+    const multiline = config.get<unknown>('multiline');
+    return {
+        model: typeof model === 'string' ? model.trim() : DEFAULTS.model,
+        maxNewTokens: intIn(config.get('maxNewTokens'), DEFAULTS.maxNewTokens, 1, 512),
+        contextTokens: intIn(config.get('contextTokens'), DEFAULTS.contextTokens, 16, 32768),
+        multiline: typeof multiline === 'boolean' ? multiline : DEFAULTS.multiline,
+        debounceMs: intIn(config.get('debounceMs'), DEFAULTS.debounceMs, 0, 5000),
+    };
+}
+
+export interface ServerCommand {
+    command: string;
+    args: string[];
+    /** Where the command came from, for the log. */
+    source: 'setting' | 'workspace' | 'path';
+    /** Working directory for the server: the first workspace folder, if any. */
+    cwd?: string;
+}
+
+export interface ResolveContext {
+    /** File-system paths of the open workspace folders, first = primary. */
+    workspaceFolders: string[];
+    exists: (file: string) => boolean;
+    platform?: NodeJS.Platform;
+    home?: string;
+}
+
+/** Expand `${workspaceFolder}`, `${userHome}` and a leading `~` in one argument. */
+export function expandVariables(arg: string, ctx: ResolveContext): string {
+    const folder = ctx.workspaceFolders[0];
+    let out = arg;
+    if (folder !== undefined) {
+        out = out.split('${workspaceFolder}').join(folder);
+    }
+    if (ctx.home) {
+        out = out.split('${userHome}').join(ctx.home);
+        if (out === '~' || out.startsWith('~/')) {
+            out = ctx.home + out.slice(1);
+        }
+    }
+    return out;
+}
+
+/** The executable of `xtc-lsp` inside a virtual environment at `venv`. */
+export function venvServer(venv: string, platform: NodeJS.Platform = process.platform): string {
+    return platform === 'win32'
+        ? path.win32.join(venv, 'Scripts', 'xtc-lsp.exe')
+        : path.posix.join(venv, 'bin', 'xtc-lsp');
+}
+
+/**
+ * The command that starts the server. `xtc.serverCommand` wins when it names a program; a
+ * relative program path (containing a slash) is taken relative to the first workspace folder.
+ * Otherwise the first workspace folder whose `.venv/bin/xtc-lsp` exists, else `xtc-lsp` on PATH.
+ */
+export function resolveServerCommand(configured: unknown, ctx: ResolveContext): ServerCommand {
+    const platform = ctx.platform ?? process.platform;
+    const cwd = ctx.workspaceFolders[0];
+    const parts = Array.isArray(configured)
+        ? configured.filter((p): p is string => typeof p === 'string').map((p) => expandVariables(p, ctx))
+        : [];
+    if (parts.length > 0 && parts[0].trim() !== '') {
+        const [program, ...args] = parts;
+        let command = program;
+        const p = platform === 'win32' ? path.win32 : path.posix;
+        if (cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command)) {
+            command = p.join(cwd, command);
+        }
+        return { command, args, source: 'setting', cwd };
+    }
+    for (const folder of ctx.workspaceFolders) {
+        const candidate = venvServer(path.join(folder, '.venv'), platform);
+        if (ctx.exists(candidate)) {
+            return { command: candidate, args: [], source: 'workspace', cwd: folder };
+        }
+    }
+    return { command: 'xtc-lsp', args: [], source: 'path', cwd };
+}
+
+/** A short name for the configured model, for the status bar. */
+export function modelLabel(model: string): string {
+    const m = model.trim();
+    if (m === '') {
+        return 'default model';
+    }
+    const base = m.replace(/[\\/]+$/, '').split(/[\\/]/).pop();
+    return base || m;
+}
+
+/** The model name in the server's "model NAME ready" progress end message, if it is one. */
+export function readyModel(message: string | undefined): string | undefined {
+    const match = /^model (.+) ready$/.exec((message ?? '').trim());
+    return match ? match[1] : undefined;
+}
+
+export type Status = 'disabled' | 'starting' | 'loading' | 'ready' | 'error' | 'stopped';
+
+export interface StatusView {
+    text: string;
+    tooltip: string;
+    error: boolean;
+}
+
+/** Status bar text and tooltip for a state. */
+export function statusView(status: Status, model: string, detail?: string): StatusView {
+    const name = modelLabel(model);
+    const more = detail ? `\n${detail}` : '';
+    switch (status) {
+        case 'disabled':
+            return { text: '$(circle-slash) xtc', tooltip: 'xtc completions are disabled (command: xtc: Enable completions)', error: false };
+        case 'starting':
+            return { text: '$(sync~spin) xtc', tooltip: `xtc: starting the language server${more}`, error: false };
+        case 'loading':
+            return { text: `$(sync~spin) xtc: ${name}`, tooltip: `xtc: loading ${name}${more}`, error: false };
+        case 'ready':
+            return { text: `$(check) xtc: ${name}`, tooltip: `xtc: ${name} ready${more}`, error: false };
+        case 'error':
+            return { text: `$(error) xtc: ${name}`, tooltip: `xtc: error${more}\nClick to show the log.`, error: true };
+        case 'stopped':
+            return { text: '$(debug-disconnect) xtc', tooltip: `xtc: the language server is not running${more}\nClick to show the log.`, error: true };
+    }
+}

@@ -1,0 +1,144 @@
+// Unit tests of the extension's own logic; no VS Code needed (`npm test`, node's test runner).
+
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it } from 'node:test';
+import {
+    buildInitializationOptions,
+    ConfigReader,
+    DEFAULTS,
+    expandVariables,
+    modelLabel,
+    readyModel,
+    resolveServerCommand,
+    SERVER_KEYS,
+    statusView,
+} from '../settings';
+
+function reader(values: Record<string, unknown>): ConfigReader {
+    return { get: <T>(key: string) => values[key] as T | undefined };
+}
+
+const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8'));
+const properties: Record<string, { type: string; default: unknown }> = manifest.contributes.configuration.properties;
+
+describe('package.json', () => {
+    it('contributes exactly the settings of the spec', () => {
+        assert.deepEqual(Object.keys(properties).sort(), [
+            'xtc.contextTokens', 'xtc.debounceMs', 'xtc.enable', 'xtc.maxNewTokens', 'xtc.model', 'xtc.multiline',
+            'xtc.serverCommand',
+        ]);
+        assert.equal(properties['xtc.enable'].type, 'boolean');
+        assert.equal(properties['xtc.serverCommand'].type, 'array');
+        assert.deepEqual(properties['xtc.serverCommand'].default, []);
+        assert.equal(properties['xtc.model'].default, '');
+    });
+
+    it('declares the same defaults as the code', () => {
+        for (const key of SERVER_KEYS) {
+            assert.deepEqual(properties[`xtc.${key}`].default, DEFAULTS[key], key);
+        }
+    });
+
+    it('declares every command it registers and activates on Python', () => {
+        const commands = manifest.contributes.commands.map((c: { command: string }) => c.command).sort();
+        assert.deepEqual(commands, ['xtc.disable', 'xtc.enable', 'xtc.restartServer', 'xtc.showLog', 'xtc.toggle']);
+        assert.ok(manifest.activationEvents.includes('onLanguage:python'));
+        const lock = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package-lock.json'), 'utf8'));
+        const version: string = lock.packages['node_modules/vscode-languageclient'].version;
+        const [major, minor, patch] = version.split('.').map(Number);
+        assert.ok(major > 10 || (major === 10 && (minor > 0 || patch >= 1)), `vscode-languageclient ${version} < 10.0.1`);
+    });
+});
+
+describe('buildInitializationOptions', () => {
+    it('uses the defaults for an empty configuration', () => {
+        assert.deepEqual(buildInitializationOptions(reader({})), DEFAULTS);
+    });
+
+    it('passes the server keys and nothing else', () => {
+        const options = buildInitializationOptions(reader({
+            enable: true, serverCommand: ['x'], model: ' /models/tiny ', maxNewTokens: 16, contextTokens: 256,
+            multiline: true, debounceMs: 75,
+        }));
+        assert.deepEqual(options, { model: '/models/tiny', maxNewTokens: 16, contextTokens: 256, multiline: true, debounceMs: 75 });
+        assert.deepEqual(Object.keys(options).sort(), [...SERVER_KEYS].sort());
+    });
+
+    it('clamps numbers and ignores values of the wrong type', () => {
+        const options = buildInitializationOptions(reader({
+            model: 42, maxNewTokens: 100000, contextTokens: 1, multiline: 'yes', debounceMs: 12.6,
+        }));
+        assert.deepEqual(options, { model: '', maxNewTokens: 512, contextTokens: 16, multiline: false, debounceMs: 13 });
+        assert.equal(buildInitializationOptions(reader({ maxNewTokens: Number.NaN })).maxNewTokens, DEFAULTS.maxNewTokens);
+    });
+});
+
+describe('resolveServerCommand', () => {
+    const none = () => false;
+
+    it('falls back to xtc-lsp on PATH', () => {
+        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux' }),
+            { command: 'xtc-lsp', args: [], source: 'path', cwd: undefined });
+        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }).command, 'xtc-lsp');
+    });
+
+    it('prefers the workspace virtual environment', () => {
+        const present = new Set(['/b/.venv/bin/xtc-lsp']);
+        const got = resolveServerCommand([], { workspaceFolders: ['/a', '/b'], exists: (f) => present.has(f), platform: 'linux' });
+        assert.deepEqual(got, { command: '/b/.venv/bin/xtc-lsp', args: [], source: 'workspace', cwd: '/b' });
+    });
+
+    it('uses the Windows layout of a virtual environment on Windows', () => {
+        const seen: string[] = [];
+        resolveServerCommand([], { workspaceFolders: ['C:\\w'], exists: (f) => { seen.push(f); return false; }, platform: 'win32' });
+        assert.equal(seen[0].replace(/\\/g, '/'), 'C:/w/.venv/Scripts/xtc-lsp.exe');
+    });
+
+    it('takes the setting first, with its arguments', () => {
+        const got = resolveServerCommand(['/opt/py/bin/python', '-m', 'lsp_server', '--log-level', 'DEBUG'],
+            { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' });
+        assert.deepEqual(got, { command: '/opt/py/bin/python', args: ['-m', 'lsp_server', '--log-level', 'DEBUG'], source: 'setting', cwd: '/w' });
+    });
+
+    it('resolves a relative program path against the workspace, but not a bare name', () => {
+        const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const };
+        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx).command, '/w/env/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx).command, 'xtc-lsp');
+    });
+
+    it('expands variables and ignores an empty or malformed setting', () => {
+        const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const, home: '/home/u' };
+        assert.deepEqual(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp', '~/x', '${userHome}/y'], ctx),
+            { command: '/w/.venv/bin/xtc-lsp', args: ['/home/u/x', '/home/u/y'], source: 'setting', cwd: '/w' });
+        assert.equal(resolveServerCommand([''], ctx).source, 'path');
+        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx).source, 'path');
+        assert.equal(resolveServerCommand([1, 2], ctx).source, 'path');
+        assert.equal(expandVariables('~user/x', ctx), '~user/x');
+    });
+});
+
+describe('status bar', () => {
+    it('names the model', () => {
+        assert.equal(modelLabel(''), 'default model');
+        assert.equal(modelLabel('/models/tiny-gpt2/'), 'tiny-gpt2');
+        assert.equal(modelLabel('microsoft/CodeGPT-small-py'), 'CodeGPT-small-py');
+        assert.equal(modelLabel('smollm2'), 'smollm2');
+    });
+
+    it('reads the loaded model from the server progress message', () => {
+        assert.equal(readyModel('model smollm2 ready'), 'smollm2');
+        assert.equal(readyModel('cannot load model x: missing'), undefined);
+        assert.equal(readyModel(undefined), undefined);
+    });
+
+    it('shows loading, ready and error', () => {
+        assert.match(statusView('loading', 'tiny').text, /loading|sync~spin/);
+        assert.equal(statusView('ready', '/m/tiny').text, '$(check) xtc: tiny');
+        const error = statusView('error', '', 'no model installed');
+        assert.ok(error.error);
+        assert.match(error.tooltip, /no model installed/);
+        assert.ok(!statusView('disabled', '').error);
+    });
+});
