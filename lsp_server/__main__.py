@@ -29,14 +29,22 @@ def main(argv: list[str] | None = None) -> None:
     from lsp_server.server import create_server  # imports torch & co: after argument errors
 
     server = create_server()
-    if args.tcp:
-        server.start_tcp(host or "127.0.0.1", int(port))
-        return
-    # The protocol owns stdout: anything else printed (by us, a library, or C code) goes to stderr.
-    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    sys.stdout = sys.stderr
-    server.start_io(sys.stdin.buffer, protocol_out)
+    try:
+        if args.tcp:
+            server.start_tcp(host or "127.0.0.1", int(port))
+        else:
+            # The protocol owns stdout: anything else printed (by us, a library, C code) goes to stderr.
+            protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            sys.stdout = sys.stderr
+            server.start_io(sys.stdin.buffer, protocol_out)
+    except SystemExit:  # pygls' `exit` handler
+        pass
+    # Nothing to save: skip the interpreter's teardown of torch (seconds) so that editors see the
+    # server go at once, with the status LSP asks for (0 after `shutdown`, else 1).
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0 if server.shut_down else 1)
 
 
 if __name__ == "__main__":

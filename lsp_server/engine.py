@@ -19,6 +19,7 @@ responsive:
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import threading
@@ -172,7 +173,8 @@ class _Shown:
 
 
 def load_completer(src: str):
-    """A `Completer` for SRC ("" = the installed default); raises XtcError with a message."""
+    """A `Completer` for SRC ("" = the installed default); raises XtcError with a message.
+    `XTC_THREADS` sets the CPU threads (default: the runtime's choice, the physical cores)."""
     from xtc.complete import Completer
     from xtc.errors import XtcError
     from xtc.runtime import load_runtime
@@ -183,7 +185,8 @@ def load_completer(src: str):
         if default is None:
             raise XtcError("no model installed")
         src = str(default)
-    return Completer(load_runtime(src))
+    threads = os.environ.get("XTC_THREADS", "")
+    return Completer(load_runtime(src, threads=int(threads) if threads.isdigit() and int(threads) > 0 else None))
 
 
 # -- the engine ---------------------------------------------------------------------------------

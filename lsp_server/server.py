@@ -40,6 +40,7 @@ class XtcServer(LanguageServer):
                          protocol_cls=XtcProtocol)
         self.engine = Engine()
         self.client_ready = False
+        self.shut_down = False  # `shutdown` came before `exit`: exit status 0
         self._pending_load: Future | None = None
         self._progress_count = 0
 
@@ -85,7 +86,10 @@ class XtcServer(LanguageServer):
             self.log_to_client(message)
 
     def configure(self, raw: Any) -> None:
-        load = self.engine.configure(self.engine.settings.updated(raw))
+        settings = self.engine.settings.updated(raw)
+        if settings != self.engine.settings:
+            self.log_to_client(f"settings: {settings}")
+        load = self.engine.configure(settings)
         if load is not None:
             self.start_load(load)
 
@@ -158,6 +162,8 @@ def create_server() -> XtcServer:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: XtcServer, params: None) -> None:
+        ls.shut_down = True
         ls.engine.close()
+
 
     return server

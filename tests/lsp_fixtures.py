@@ -56,7 +56,7 @@ def expected(model: Path, before: str, after: str = "", **options: Any) -> str:
     from xtc.complete import Completer
     from xtc.runtime import load_runtime
 
-    return Completer(load_runtime(str(model))).complete(before, after, **options).text
+    return Completer(load_runtime(str(model), threads=1)).complete(before, after, **options).text
 
 
 def end_of(text: str) -> t.Position:
@@ -118,7 +118,8 @@ async def lsp_session(options: Any, home: Path, wait_ready: bool = True) -> Asyn
     from pytest_lsp.client import make_test_lsp_client
 
     client = make_test_lsp_client()
-    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    # One thread: tiny models gain nothing from more, and a busy 2-core machine makes them crawl.
+    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1"}
     await client.start_io(sys.executable, "-m", "lsp_server", env=env)
     try:
         result = await client.initialize_session(t.InitializeParams(capabilities=CAPABILITIES,

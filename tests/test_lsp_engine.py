@@ -226,7 +226,8 @@ def test_broken_model_is_an_error_not_a_crash(tmp_path):
     assert "unexpected" in engine.error
 
 
-def test_real_tiny_model_and_cancellation():
+def test_real_tiny_model_and_cancellation(monkeypatch):
+    monkeypatch.setenv("XTC_THREADS", "1")  # as `expected` computes it
     model = tiny_models().gpt2
     engine = Engine(Settings(model=str(model)))
     assert engine.load().result(60) == "gpt2"

@@ -146,6 +146,20 @@ async def test_max_new_tokens_setting(server):
     assert len(full.insert_text) > len(short.insert_text)
 
 
+async def test_configuration_pulled_when_the_notification_has_none(server):
+    text = sample("pull")
+    uri = server.open("file:///pull.py", text)
+    server.client.set_configuration({"maxNewTokens": 1}, section="xtc")
+    server.configure(None)  # the server asks for the `xtc` section (workspace/configuration)
+    try:
+        while not any("max_new_tokens=1," in m.message for m in server.client.log_messages):
+            await asyncio.sleep(0.02)
+        [short] = await server.inline(uri, end_of(text))
+        assert short.insert_text == expected(tiny_models().gpt2, text, max_new_tokens=1)
+    finally:
+        server.configure({"xtc": {"maxNewTokens": 48}})
+
+
 async def test_multiline_only_when_invoked(server):
     text = "# multiline\nclass Queue:\n    def put(self, item):\n        "
     uri = server.open("file:///multiline.py", text)
