@@ -163,6 +163,10 @@ class Job:
         return self.future.done()
 
 
+class LoadError(Exception):
+    """A model that cannot be used; the message says why and how to install one."""
+
+
 @dataclass
 class _Shown:
     document: str
@@ -216,8 +220,9 @@ class Engine:
 
     # -- model ----------------------------------------------------------------------------------
     def load(self, src: str | None = None) -> Future:
-        """Load SRC (default: `settings.model`) on a background thread. The future gives the
-        model's name, or raises with a one-line message; the old model serves until then."""
+        """Load SRC (default: `settings.model`) on a background thread; the old model serves until
+        then. The future gives the model's name, None when a newer load superseded this one, or
+        raises `LoadError` whose message tells the user what to do."""
         src = self.settings.model if src is None else src
         with self._lock:
             self._load_generation += 1
@@ -228,9 +233,9 @@ class Engine:
         return future
 
     def _load(self, src: str, generation: int, future: Future) -> None:
-        with self._load_lock:  # one load at a time; a superseded one is skipped
+        with self._load_lock:  # one load at a time
             if generation != self._load_generation:
-                future.set_exception(RuntimeError("superseded by a newer model"))
+                future.set_result(None)
                 return
             started = time.perf_counter()
             try:
@@ -239,20 +244,20 @@ class Engine:
             except Exception as exc:
                 from xtc.errors import XtcError
 
-                if not isinstance(exc, XtcError):
+                if not isinstance(exc, XtcError):  # not a user error: keep the traceback in the log
                     log.exception("cannot load model %r", src)
+                error = LoadError(f"cannot load model {src or '(default)'}: {exc}; {INSTALL_HINT}")
                 with self._lock:
                     if generation == self._load_generation:
-                        self.completer, self.model_name = None, None
-                        self.error = f"cannot load model {src or '(default)'}: {exc}; {INSTALL_HINT}"
-                future.set_exception(exc)
+                        self.completer, self.model_name, self.error = None, None, str(error)
+                future.set_exception(error)
                 return
             with self._lock:
                 if generation != self._load_generation:
-                    future.set_exception(RuntimeError("superseded by a newer model"))
+                    future.set_result(None)
                     return
                 self.completer, self.error = completer, None
-                self.model_name = getattr(completer.rt, "name", src) or src
+                self.model_name = getattr(completer.rt, "name", None) or src
                 self._shown.clear()
             log.info("model %s ready in %.1f s", self.model_name, time.perf_counter() - started)
             future.set_result(self.model_name)

@@ -14,7 +14,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from lsp_server import __version__
-from lsp_server.engine import Engine, Request, Settings, Suggestion, units_of
+from lsp_server.engine import Engine, LoadError, Request, Settings, Suggestion, units_of
 
 log = logging.getLogger("xtc-lsp")
 
@@ -72,17 +72,18 @@ class XtcServer(LanguageServer):
             except Exception as exc:  # a client that refuses progress still gets completions
                 log.warning("no progress: %s", exc)
                 token = None
+        error = None
         try:
             name = await asyncio.wrap_future(future)
-            message = f"model {name} ready"
-        except Exception:
-            message = self.engine.error
+            message = f"model {name} ready" if name else "model load superseded by a newer one"
+        except LoadError as exc:
+            error = message = str(exc)
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
-        if self.engine.error is not None and message == self.engine.error:
-            log.error("%s", message)
-            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"xtc: {message}"))
-        elif message:
+        if error:  # the one message a user sees: what is wrong and how to install a model
+            log.error("%s", error)
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"xtc: {error}"))
+        else:
             self.log_to_client(message)
 
     def configure(self, raw: Any) -> None:
@@ -164,6 +165,5 @@ def create_server() -> XtcServer:
     def shutdown(ls: XtcServer, params: None) -> None:
         ls.shut_down = True
         ls.engine.close()
-
 
     return server

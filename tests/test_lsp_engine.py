@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lsp_server.engine import Engine, Request, Settings, locate, load_completer, units_of
+from lsp_server.engine import Engine, LoadError, Request, Settings, load_completer, locate, units_of
 from tests.lsp_fixtures import expected, tiny_models
 from xtc.complete import Completion
 from xtc.errors import XtcError
@@ -202,7 +202,7 @@ def test_missing_default_model_explains_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(XtcError):
         load_completer("")
     engine = Engine()
-    with pytest.raises(XtcError):
+    with pytest.raises(LoadError):
         engine.load().result(30)
     assert "no model installed" in engine.error and "xtc install smollm2" in engine.error
     assert engine.complete(request("x = ")).source == "not-ready"
@@ -213,7 +213,7 @@ def test_broken_model_is_an_error_not_a_crash(tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     engine = Engine(Settings(model=str(broken)))
-    with pytest.raises(XtcError):
+    with pytest.raises(LoadError):
         engine.load().result(30)
     assert str(broken) in engine.error and "xtc install smollm2" in engine.error
 
@@ -221,7 +221,7 @@ def test_broken_model_is_an_error_not_a_crash(tmp_path):
         raise RuntimeError("unexpected")
 
     engine = Engine(loader=bug)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LoadError):
         engine.load().result(10)
     assert "unexpected" in engine.error
 

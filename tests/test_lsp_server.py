@@ -170,7 +170,7 @@ async def test_multiline_only_when_invoked(server):
     finally:
         server.configure({"settings": {"xtc": {"multiline": False}}})
     assert automatic is None or "\n" not in automatic.insert_text
-    assert [i.insert_text for i in invoked] == [t for t in [expected(tiny_models().gpt2, text, multiline=True)] if t]
+    assert [i.insert_text for i in invoked] == [w for w in [expected(tiny_models().gpt2, text, multiline=True)] if w]
 
 
 async def test_model_switch_reloads_in_the_background(server):
