@@ -285,6 +285,7 @@ class Engine:
         with self._lock:
             older = self._latest.get(key)
             self._latest[key] = job
+        job.future.add_done_callback(lambda _: self._forget(key, job))
         if older is not None:
             older.finish("", "stale")
         if self._closed:
@@ -327,10 +328,11 @@ class Engine:
             except Exception:  # a bug must not kill the worker: log it, answer empty
                 log.exception("completion failed")
                 job.finish("", "error")
-            finally:
-                with self._lock:
-                    if self._latest.get((job.request.document, job.request.channel)) is job:
-                        del self._latest[(job.request.document, job.request.channel)]
+
+    def _forget(self, key: Hashable, job: Job) -> None:
+        with self._lock:
+            if self._latest.get(key) is job:
+                del self._latest[key]
 
     def _run(self, job: Job) -> None:
         completer = self.completer
@@ -341,7 +343,8 @@ class Engine:
             job.finish(cached, "cache")
             return
         s = job.settings
-        result = completer.complete(job.before, job.after, max_new_tokens=min(s.max_new_tokens, completer.rt.max_context // 2),
+        max_new_tokens = min(s.max_new_tokens, completer.rt.max_context // 2)  # leave room for the prompt
+        result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
                                     context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done)
         text = "" if result.cancelled or not result.text.strip() else result.text
         if text and completer is self.completer:

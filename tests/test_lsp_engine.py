@@ -160,6 +160,7 @@ def test_other_channels_and_documents_are_not_stale():
     futures = [engine.submit(request("q = ", channel="inline")), engine.submit(request("q = ", channel="completion")),
                engine.submit(request("q = ", document="file:///other.py"))]
     assert [f.result(10).text for f in futures] == ["return value"] * 3
+    assert not engine._latest  # answered requests are forgotten
 
 
 def test_cancel_stops_generation_between_tokens():
