@@ -13,6 +13,7 @@ measures exactly what users get. It handles the details that make or break inlin
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -76,6 +77,13 @@ class Completer:
                 self.banned[i] = True
         for i in range(len(self.texts), n):  # padded vocabulary rows
             self.banned[i] = True
+        # Vocabulary sorted by text: the tokens extending a string are one contiguous range.
+        order = sorted((t, i) for i, t in enumerate(self.texts[:n]) if t)
+        self.sorted_texts = [t for t, _ in order]
+        self.sorted_ids = torch.tensor([i for _, i in order], dtype=torch.long)
+        self.ids_by_text: dict[str, list[int]] = {}
+        for t, i in order:
+            self.ids_by_text.setdefault(t, []).append(i)
         # Tokens that end a line before writing anything (for blank / freshly indented lines).
         self.blank_newline = torch.zeros(n, dtype=torch.bool)
         for i, text in enumerate(self.texts[:n]):
@@ -155,9 +163,7 @@ class Completer:
         logits = logits.float().clone()
         logits[self.banned] = float("-inf")
         if len(text) < len(heal):  # still reproducing the healed text
-            remaining = heal[len(text):]
-            allowed = torch.tensor([bool(t) and (t.startswith(remaining) or remaining.startswith(t))
-                                    for t in self.texts] + [False] * (len(logits) - len(self.texts)))
+            allowed = self._consistent_with(heal[len(text):], len(logits))
             logits[~allowed] = float("-inf")
         elif fresh_line and not text[len(heal):].strip():
             # A blank or freshly indented line: the user wants code here, not the end of the line.
@@ -167,6 +173,17 @@ class Completer:
         if torch.isinf(logits).all():
             return None
         return int(torch.argmax(logits))
+
+    def _consistent_with(self, remaining: str, n: int) -> torch.Tensor:
+        """Tokens that either start with `remaining` or are a prefix of it."""
+        allowed = torch.zeros(n, dtype=torch.bool)
+        lo = bisect.bisect_left(self.sorted_texts, remaining)
+        hi = bisect.bisect_left(self.sorted_texts, remaining + "\U0010ffff")
+        allowed[self.sorted_ids[lo:hi]] = True
+        for end in range(1, len(remaining)):
+            for i in self.ids_by_text.get(remaining[:end], ()):
+                allowed[i] = True
+        return allowed
 
     @staticmethod
     def _finished(completion: str, multiline: bool) -> bool:
