@@ -120,10 +120,10 @@ async def demo(timeout: float = 300) -> int:
             print("\nThe file, cursor at the end (|):\n")
             print("    " + SAMPLE.replace("\n", "\n    ") + "|\n")
             suggestion, ms = await ask(SAMPLE)
-            print(f"inline completion (cold):          {suggestion!r:40}  {ms:7.1f} ms")
+            print(f"{'inline completion, cold':44} {ms:8.1f} ms  {suggestion!r}")
 
             version = 1
-            for label, typed in (("typed its first character", suggestion[:1]), ("typed another character", "(")):
+            for label, typed in (("the suggestion's first character", suggestion[:1]), ("another character", "(")):
                 if not typed:
                     continue
                 text = SAMPLE + typed
@@ -132,7 +132,7 @@ async def demo(timeout: float = 300) -> int:
                     t.VersionedTextDocumentIdentifier(uri=uri, version=version),
                     [t.TextDocumentContentChangePartial(range=t.Range(end_of(SAMPLE), end_of(SAMPLE)), text=typed)]))
                 suggestion2, ms = await ask(text)
-                print(f"after {typed!r} ({label}): {suggestion2!r:32}  {ms:7.1f} ms")
+                print(f"{f'after typing {typed!r} ({label})':44} {ms:8.1f} ms  {suggestion2!r}")
                 # undo, so that the next line starts from the same text
                 version += 1
                 client.text_document_did_change(t.DidChangeTextDocumentParams(
