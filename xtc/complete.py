@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
+import numpy as np
 
 from xtc.runtime import Runtime
 
@@ -71,7 +71,7 @@ class Completer:
         n = runtime.vocab_size
         self.eos_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
                         if isinstance(i, int) and 0 <= i < n}
-        self.banned = torch.zeros(n, dtype=torch.bool)  # special tokens that are not an end of text
+        self.banned = np.zeros(n, dtype=bool)  # special tokens that are not an end of text
         for i in special - self.eos_ids:
             if i < n:
                 self.banned[i] = True
@@ -80,12 +80,12 @@ class Completer:
         # Vocabulary sorted by text: the tokens extending a string are one contiguous range.
         order = sorted((t, i) for i, t in enumerate(self.texts[:n]) if t)
         self.sorted_texts = [t for t, _ in order]
-        self.sorted_ids = torch.tensor([i for _, i in order], dtype=torch.long)
+        self.sorted_ids = np.array([i for _, i in order], dtype=np.int64)
         self.ids_by_text: dict[str, list[int]] = {}
         for t, i in order:
             self.ids_by_text.setdefault(t, []).append(i)
         # Tokens that end a line before writing anything (for blank / freshly indented lines).
-        self.blank_newline = torch.zeros(n, dtype=torch.bool)
+        self.blank_newline = np.zeros(n, dtype=bool)
         for i, text in enumerate(self.texts[:n]):
             if "\n" in text and not text.split("\n", 1)[0].strip():
                 self.blank_newline[i] = True
@@ -154,13 +154,13 @@ class Completer:
         return kept, self.tokenizer.decode(ids[len(kept):])
 
     @staticmethod
-    def _check(logits: torch.Tensor, should_stop: Callable[[], bool] | None) -> torch.Tensor:
+    def _check(logits: np.ndarray, should_stop: Callable[[], bool] | None) -> np.ndarray:
         if should_stop is not None and should_stop():
             raise Cancelled()
         return logits
 
-    def _choose(self, logits: torch.Tensor, heal: str, text: str, fresh_line: bool) -> int | None:
-        logits = logits.float().clone()
+    def _choose(self, logits: np.ndarray, heal: str, text: str, fresh_line: bool) -> int | None:
+        logits = np.array(logits, dtype=np.float32)  # a copy; also accepts a torch tensor
         logits[self.banned] = float("-inf")
         if len(text) < len(heal):  # still reproducing the healed text
             allowed = self._consistent_with(heal[len(text):], len(logits))
@@ -170,13 +170,13 @@ class Completer:
             logits[self.blank_newline] = float("-inf")
             for i in self.eos_ids:
                 logits[i] = float("-inf")
-        if torch.isinf(logits).all():
+        if np.isinf(logits).all():
             return None
-        return int(torch.argmax(logits))
+        return int(np.argmax(logits))
 
-    def _consistent_with(self, remaining: str, n: int) -> torch.Tensor:
+    def _consistent_with(self, remaining: str, n: int) -> np.ndarray:
         """Tokens that either start with `remaining` or are a prefix of it."""
-        allowed = torch.zeros(n, dtype=torch.bool)
+        allowed = np.zeros(n, dtype=bool)
         lo = bisect.bisect_left(self.sorted_texts, remaining)
         hi = bisect.bisect_left(self.sorted_texts, remaining + "\U0010ffff")
         allowed[self.sorted_ids[lo:hi]] = True
