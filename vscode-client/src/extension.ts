@@ -3,6 +3,7 @@
 
 import * as fs from 'fs';
 import * as os from 'os';
+import * as readline from 'readline';
 import * as vscode from 'vscode';
 import {
     LanguageClient,
@@ -15,7 +16,7 @@ import {
     WorkDoneProgressEnd,
     WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
-import { buildInitializationOptions, readyModel, resolveServerCommand, Status, statusView } from './settings';
+import { buildInitializationOptions, parseServerLogLine, readyModel, resolveServerCommand, Status, statusView } from './settings';
 
 const SECTION = 'xtc';
 
@@ -90,7 +91,28 @@ async function startClient(): Promise<void> {
         // Sends `workspace/didChangeConfiguration` with the `xtc` section on every change.
         synchronize: { configurationSection: SECTION },
         outputChannel: output,
+        // The server logs "xtc-lsp LEVEL message" lines on stderr: keep their level.
+        stdioOptions: {
+            stdout: (input, channel) => readline.createInterface({ input, crlfDelay: Infinity }).on('line', (line) => channel.info(line)),
+            stderr: (input, channel) => readline.createInterface({ input, crlfDelay: Infinity }).on('line', (line) => {
+                const { level, message } = parseServerLogLine(line);
+                channel[level](message);
+            }),
+        },
         middleware: {
+            // VS Code shows the suggestion as ghost text (textDocument/inlineCompletion); the same
+            // suggestion as a completion item (for clients without inline completion) would only
+            // duplicate it in the suggest widget and make the server generate twice.
+            provideCompletionItem: () => undefined,
+            provideInlineCompletionItems: async (document, position, context, token, next) => {
+                const started = Date.now();
+                const result = await next(document, position, context, token);
+                const items = Array.isArray(result) ? result : result?.items ?? [];
+                output.debug(`inline completion at ${position.line + 1}:${position.character + 1} ` +
+                    `(${context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke ? 'invoked' : 'automatic'}): ` +
+                    `${items.length} item(s), ${Date.now() - started} ms${token.isCancellationRequested ? ', cancelled' : ''}`);
+                return result;
+            },
             handleWorkDoneProgress: (token, params, next) => {
                 handleProgress(params);
                 next(token, params);

@@ -160,3 +160,16 @@ export function statusView(status: Status, model: string, detail?: string): Stat
             return { text: '$(debug-disconnect) xtc', tooltip: `xtc: the language server is not running${more}\nClick to show the log.`, error: true };
     }
 }
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+/** The level of a line the server wrote on stderr ("xtc-lsp INFO model ready"); other lines
+ * (tracebacks, library warnings) are errors. */
+export function parseServerLogLine(line: string): { level: LogLevel; message: string } {
+    const match = /^xtc-lsp (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$/.exec(line);
+    if (!match) {
+        return { level: 'error', message: line };
+    }
+    const level: LogLevel = match[1] === 'DEBUG' ? 'debug' : match[1] === 'INFO' ? 'info' : match[1] === 'WARNING' ? 'warn' : 'error';
+    return { level, message: `server: ${match[2]}` };
+}

@@ -10,6 +10,7 @@ import {
     DEFAULTS,
     expandVariables,
     modelLabel,
+    parseServerLogLine,
     readyModel,
     resolveServerCommand,
     SERVER_KEYS,
@@ -140,5 +141,19 @@ describe('status bar', () => {
         assert.ok(error.error);
         assert.match(error.tooltip, /no model installed/);
         assert.ok(!statusView('disabled', '').error);
+    });
+});
+
+describe('server log lines', () => {
+    it('keeps the level the server gave', () => {
+        assert.deepEqual(parseServerLogLine('xtc-lsp INFO model tiny ready'), { level: 'info', message: 'server: model tiny ready' });
+        assert.equal(parseServerLogLine('xtc-lsp DEBUG inline: 3 new').level, 'debug');
+        assert.equal(parseServerLogLine('xtc-lsp WARNING ignoring setting').level, 'warn');
+        assert.equal(parseServerLogLine('xtc-lsp ERROR cannot load').level, 'error');
+    });
+
+    it('treats anything else on stderr as an error', () => {
+        assert.deepEqual(parseServerLogLine('Traceback (most recent call last):'),
+            { level: 'error', message: 'Traceback (most recent call last):' });
     });
 });

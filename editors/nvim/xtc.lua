@@ -1,0 +1,171 @@
+-- xtc.lua: offline code completion for Python in Neovim, from the `xtc-lsp` language server.
+--
+-- Neovim 0.12+ shows the server's suggestions as ghost text (`textDocument/inlineCompletion`,
+-- `vim.lsp.inline_completion`); <Tab> accepts, when a suggestion is shown.
+-- Neovim 0.7 - 0.11 have no inline completion: the same suggestion comes as one completion item
+-- (`textDocument/completion`): <C-x><C-o> (omnifunc), or automatically with nvim-cmp
+-- (source `nvim_lsp`, cmp-nvim-lsp's capabilities are used when installed) or, on 0.11,
+-- `autotrigger = true` (vim.lsp.completion).
+--
+-- Install: copy this file to ~/.config/nvim/lua/xtc.lua and put in init.lua
+--
+--     require('xtc').setup({
+--       -- cmd = { '/path/to/project/.venv/bin/xtc-lsp' }, -- default: <root>/.venv/bin/xtc-lsp, else xtc-lsp on PATH
+--       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0 },
+--     })
+--
+-- or, without copying it: `local xtc = dofile('/path/to/editors/nvim/xtc.lua'); xtc.setup({...})`.
+-- Change settings later with `require('xtc').configure({ model = 'smollm2' })`: the server gets
+-- `workspace/didChangeConfiguration` (section `xtc`) and loads the new model.
+-- Works on Neovim 0.7 and newer (tested headless on 0.7.2 and 0.11.4 by tests/e2e/test_nvim.py).
+
+local M = {}
+
+M.defaults = {
+  cmd = nil, -- list: program and arguments; nil = <root>/.venv/bin/xtc-lsp if executable, else xtc-lsp
+  filetypes = { 'python' },
+  root_markers = { '.git', 'pyproject.toml', 'setup.py', '.venv' },
+  settings = {}, -- the `xtc` section: model, maxNewTokens, contextTokens, multiline, debounceMs
+  accept_key = '<Tab>', -- Neovim 0.12+: accepts the ghost text (falls back to the key itself); false = no mapping
+  omnifunc = true, -- Neovim < 0.12: set 'omnifunc' so that <C-x><C-o> asks xtc
+  autotrigger = false, -- Neovim 0.11: vim.lsp.completion with automatic pop-up
+  on_attach = nil, -- function(client, bufnr) called after ours
+}
+
+M.config = vim.deepcopy(M.defaults)
+
+local uv = vim.uv or vim.loop
+
+local function has(version)
+  return vim.fn.has('nvim-' .. version) == 1
+end
+
+--- The directory of `path` holding one of the root markers, else the current directory.
+function M.root_dir(path)
+  local dir = (path ~= nil and path ~= '') and vim.fn.fnamemodify(path, ':p:h') or uv.cwd()
+  while dir and dir ~= '' do
+    for _, marker in ipairs(M.config.root_markers) do
+      if uv.fs_stat(dir .. '/' .. marker) then
+        return dir
+      end
+    end
+    local parent = vim.fn.fnamemodify(dir, ':h')
+    if parent == dir then
+      break
+    end
+    dir = parent
+  end
+  return uv.cwd()
+end
+
+--- The command that starts the server for a project at `root`.
+function M.server_cmd(root)
+  if M.config.cmd then
+    return M.config.cmd
+  end
+  local venv = root .. '/.venv/bin/xtc-lsp'
+  if vim.fn.executable(venv) == 1 then
+    return { venv }
+  end
+  return { 'xtc-lsp' }
+end
+
+local function capabilities()
+  local caps = vim.lsp.protocol.make_client_capabilities()
+  local ok, cmp_lsp = pcall(require, 'cmp_nvim_lsp')
+  if ok then
+    caps = vim.tbl_deep_extend('force', caps, cmp_lsp.default_capabilities())
+  end
+  return caps
+end
+
+local function on_attach(client, bufnr)
+  if vim.lsp.inline_completion then -- Neovim 0.12+: ghost text
+    vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
+    if M.config.accept_key then
+      vim.keymap.set('i', M.config.accept_key, function()
+        if not vim.lsp.inline_completion.get() then
+          return M.config.accept_key
+        end
+      end, { expr = true, buffer = bufnr, desc = 'xtc: accept the inline completion' })
+    end
+  elseif M.config.autotrigger and vim.lsp.completion then -- Neovim 0.11
+    vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = true })
+  elseif M.config.omnifunc then
+    vim.bo[bufnr].omnifunc = 'v:lua.vim.lsp.omnifunc'
+  end
+  if M.config.on_attach then
+    M.config.on_attach(client, bufnr)
+  end
+end
+
+local clients = {} -- root -> client id (Neovim 0.7, which has no vim.lsp.start)
+
+--- Start (or reuse) the server for a buffer and attach it.
+function M.attach(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
+  local root = M.root_dir(vim.api.nvim_buf_get_name(bufnr))
+  local settings = vim.deepcopy(M.config.settings)
+  local config = {
+    name = 'xtc',
+    cmd = M.server_cmd(root),
+    root_dir = root,
+    init_options = settings, -- initializationOptions
+    settings = { xtc = settings }, -- answers workspace/configuration for section `xtc`
+    capabilities = capabilities(),
+    on_attach = on_attach,
+  }
+  if vim.lsp.start then -- Neovim 0.8+: reuses a running client with the same name and root
+    return vim.lsp.start(config, { bufnr = bufnr })
+  end
+  local id = clients[root]
+  if not id or not vim.lsp.get_client_by_id(id) then
+    id = vim.lsp.start_client(config)
+    clients[root] = id
+  end
+  if id then
+    vim.lsp.buf_attach_client(bufnr, id)
+  end
+  return id
+end
+
+--- The running xtc clients.
+function M.clients()
+  local found = {}
+  local all = vim.lsp.get_clients and vim.lsp.get_clients({ name = 'xtc' }) or vim.lsp.get_active_clients()
+  for _, client in pairs(all) do
+    if client.name == 'xtc' then
+      table.insert(found, client)
+    end
+  end
+  return found
+end
+
+--- Change settings (e.g. `{ model = 'smollm2' }`) and tell the running servers.
+function M.configure(settings)
+  M.config.settings = vim.tbl_extend('force', M.config.settings, settings or {})
+  for _, client in ipairs(M.clients()) do
+    client.config.settings = { xtc = vim.deepcopy(M.config.settings) }
+    local params = { settings = client.config.settings }
+    if has('0.11') then
+      client:notify('workspace/didChangeConfiguration', params)
+    else
+      client.notify('workspace/didChangeConfiguration', params)
+    end
+  end
+end
+
+function M.setup(opts)
+  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  local group = vim.api.nvim_create_augroup('xtc', { clear = true })
+  vim.api.nvim_create_autocmd('FileType', {
+    group = group,
+    pattern = M.config.filetypes,
+    callback = function(args)
+      M.attach(args.buf)
+    end,
+  })
+  return M
+end
+
+return M

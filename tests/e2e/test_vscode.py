@@ -1,0 +1,58 @@
+"""VS Code end to end: the packaged extension in a real VS Code (code-server 4.100.3, web build)
+driven by headless Chromium; ghost text from xtc-lsp on a tiny model appears while typing and
+Tab accepts it. The driver is vscode_e2e.mjs; screenshots and logs go to artifacts/e2e/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import CACHE, REPO, require
+
+pytestmark = pytest.mark.e2e
+
+CLIENT = REPO / "vscode-client"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def run(cmd: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def vsix() -> Path:
+    require(shutil.which("node") and shutil.which("npm"), "node and npm are not installed")
+    if not (CLIENT / "node_modules" / ".bin" / "vsce").exists():
+        done = run(["npm", "ci", "--no-audit", "--no-fund"], CLIENT, 600)
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = run(["npm", "run", "package"], CLIENT, 300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = CLIENT / "xtc-vscode.vsix"
+    assert out.stat().st_size > 10_000
+    return out
+
+
+def test_ghost_text_accepted_with_tab(vsix, xtc_lsp, tiny_model, artifacts):
+    code_server = CACHE / "code-server" / "node_modules" / ".bin" / "code-server"
+    require(code_server.exists(), f"code-server is not installed in {code_server.parent}")
+    require((CACHE / "playwright" / "node_modules" / "playwright-core").exists(), "playwright-core is not installed")
+    require(Path(CHROMIUM).exists(), f"Chromium is not installed ({CHROMIUM}; Debian package chromium)")
+
+    cmd = ["node", str(REPO / "tests" / "e2e" / "vscode_e2e.mjs"), "--vsix", str(vsix),
+           "--server", json.dumps([str(xtc_lsp)]), "--model", str(tiny_model), "--cache", str(CACHE),
+           "--artifacts", str(artifacts), "--chromium", CHROMIUM, "--timeout", "120"]
+    done = run(cmd, REPO, 300)
+    print(done.stderr)
+    report = json.loads((artifacts / "vscode-e2e.json").read_text())
+    assert done.returncode == 0 and report["ok"], report.get("error") or done.stderr[-3000:]
+    # Tab put the suggestion into the document, which was saved to disk.
+    assert report["ghost"].strip()
+    assert report["ghost"].split("\n")[0].strip() in report["saved"]
+    assert report["foreignRequests"] == []
+    assert "xtc:" in (report.get("status") or "")  # the status bar item names the model
+    assert (artifacts / "vscode-ghost-text.png").stat().st_size > 0
