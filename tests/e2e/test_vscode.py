@@ -37,22 +37,38 @@ def vsix() -> Path:
     return out
 
 
-def test_ghost_text_accepted_with_tab(vsix, xtc_lsp, tiny_model, artifacts):
+def drive(vsix: Path, xtc_lsp: Path, model: str, out: Path, *extra: str) -> dict:
+    """Run vscode_e2e.mjs; its JSON report."""
     code_server = CACHE / "code-server" / "node_modules" / ".bin" / "code-server"
     require(code_server.exists(), f"code-server is not installed in {code_server.parent}")
     require((CACHE / "playwright" / "node_modules" / "playwright-core").exists(), "playwright-core is not installed")
     require(Path(CHROMIUM).exists(), f"Chromium is not installed ({CHROMIUM}; Debian package chromium)")
-
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vscode-e2e.json").unlink(missing_ok=True)
     cmd = ["node", str(REPO / "tests" / "e2e" / "vscode_e2e.mjs"), "--vsix", str(vsix),
-           "--server", json.dumps([str(xtc_lsp)]), "--model", str(tiny_model), "--cache", str(CACHE),
-           "--artifacts", str(artifacts), "--chromium", CHROMIUM, "--timeout", "120"]
+           "--server", json.dumps([str(xtc_lsp)]), "--model", model, "--cache", str(CACHE),
+           "--artifacts", str(out), "--chromium", CHROMIUM, "--timeout", "120", *extra]
     done = run(cmd, REPO, 300)
     print(done.stderr)
-    report = json.loads((artifacts / "vscode-e2e.json").read_text())
+    assert (out / "vscode-e2e.json").exists(), f"no report (exit {done.returncode}): {done.stderr[-3000:]}"
+    report = json.loads((out / "vscode-e2e.json").read_text())
     assert done.returncode == 0 and report["ok"], report.get("error") or done.stderr[-3000:]
+    return report
+
+
+def test_ghost_text_accepted_with_tab(vsix, xtc_lsp, tiny_model, artifacts):
+    report = drive(vsix, xtc_lsp, str(tiny_model), artifacts)
     # Tab put the suggestion into the document, which was saved to disk.
     assert report["ghost"].strip()
     assert report["ghost"].split("\n")[0].strip() in report["saved"]
     assert report["foreignRequests"] == []
     assert "xtc:" in (report.get("status") or "")  # the status bar item names the model
     assert (artifacts / "vscode-ghost-text.png").stat().st_size > 0
+
+
+def test_missing_model_is_reported(vsix, xtc_lsp, artifacts, tmp_path):
+    """A model that cannot load: a pop-up naming the problem, an error in the status bar."""
+    report = drive(vsix, xtc_lsp, str(tmp_path / "no-such-model"), artifacts / "model-error", "--expect-error")
+    assert "no-such-model" in report["notification"]
+    assert "error" in report["status"]
+    assert report["foreignRequests"] == []

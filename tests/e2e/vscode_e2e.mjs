@@ -3,11 +3,13 @@
 // driven by Debian's Chromium through playwright-core. Everything stays on 127.0.0.1.
 //
 //   node tests/e2e/vscode_e2e.mjs --vsix X.vsix --server '["/abs/.venv/bin/xtc-lsp"]' --model DIR \
-//        [--cache ~/.cache/xtc-e2e] [--artifacts artifacts/e2e] [--timeout 120]
+//        [--cache ~/.cache/xtc-e2e] [--artifacts artifacts/e2e] [--timeout 120] [--expect-error]
 //
 // Installs the .vsix into a fresh code-server (fresh user-data and extensions dirs), opens a
 // Python file of a temporary workspace, types, waits for ghost text served by xtc-lsp, screenshots
 // it, presses Tab, saves, and checks that the file on disk now holds the suggestion.
+// With --expect-error (a model that cannot load), checks instead that the error pops up and the
+// status bar item shows it.
 // Prints one JSON line with the result; exit 0 on success.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -30,6 +32,7 @@ const { values: opt } = parseArgs({
         typed: { type: 'string', default: 'def split(self, text):\n' },
         screenshot: { type: 'string', default: '' },
         keep: { type: 'boolean', default: false },
+        'expect-error': { type: 'boolean', default: false }, // the model cannot load: expect the error shown
     },
 });
 for (const required of ['vsix', 'server']) {
@@ -51,6 +54,9 @@ const { chromium } = require('playwright-core');
 
 const artifacts = path.resolve(opt.artifacts);
 fs.mkdirSync(artifacts, { recursive: true });
+for (const stale of ['vscode-failure.png', 'vscode-no-ghost-text.png', 'statusbar.html', 'xtc-output.log']) {
+    fs.rmSync(path.join(artifacts, stale), { force: true });
+}
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'xtc-vscode-e2e-'));
 const workspace = path.join(root, 'workspace');
 const userData = path.join(root, 'user-data');
@@ -224,6 +230,25 @@ async function main() {
     // The status bar item reaches "ready" once the server has loaded the model.
     const statusItem = page.locator('[id$=".xtc.status"]');
     await statusItem.waitFor({ timeout: 30000 });
+
+    if (opt['expect-error']) {
+        // A model that cannot load: the server says so once (window/showMessage); the extension
+        // pops it up with a "Show Log" button and turns its status bar item into an error.
+        const toast = page.locator('.notifications-toasts .notification-list-item', { hasText: 'xtc:' });
+        await toast.first().waitFor({ timeout: timeoutMs });
+        result.notification = (await toast.first().textContent()).trim();
+        await page.waitForFunction(() => {
+            const item = document.querySelector('[id$=".xtc.status"]');
+            return item && /error/.test(item.getAttribute('aria-label') || item.textContent || '');
+        }, null, { timeout: 10000 });
+        result.status = await statusItem.getAttribute('aria-label');
+        result.steps.error = elapsed();
+        log(`error shown: ${result.notification}`);
+        await page.screenshot({ path: path.join(artifacts, 'vscode-model-error.png') });
+        result.foreignRequests = foreign;
+        result.ok = foreign.length === 0;
+        return;
+    }
 
     // 5. Type; wait for ghost text, retyping the last character to retrigger until the model is loaded.
     const ghost = page.locator('.monaco-editor span.ghost-text-decoration, .monaco-editor [class*="ghost-text"]');

@@ -16,7 +16,7 @@ import {
     WorkDoneProgressEnd,
     WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
-import { buildInitializationOptions, parseServerLogLine, readyModel, resolveServerCommand, Status, statusView } from './settings';
+import { afterLoad, buildInitializationOptions, parseServerLogLine, resolveServerCommand, Status, statusView } from './settings';
 
 const SECTION = 'xtc';
 
@@ -58,7 +58,8 @@ function handleProgress(params: WorkDoneProgressBegin | WorkDoneProgressReport |
     if (params.kind === 'begin' && params.title === 'xtc') {
         setStatus('loading', params.message);
     } else if (params.kind === 'end' && (status === 'loading' || status === 'starting')) {
-        setStatus('ready', params.message, readyModel(params.message));
+        const after = afterLoad(params.message);
+        setStatus(after.status, params.message, after.model);
     }
 }
 

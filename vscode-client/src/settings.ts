@@ -133,6 +133,16 @@ export function readyModel(message: string | undefined): string | undefined {
     return match ? match[1] : undefined;
 }
 
+/** The state after the server's model-load progress ends: its end message is "model NAME ready"
+ * on success and the error otherwise (the server also pops the error up, once). */
+export function afterLoad(message: string | undefined): { status: 'ready' | 'error'; model?: string } {
+    const model = readyModel(message);
+    if (model !== undefined || !(message ?? '').trim()) {
+        return { status: 'ready', model };
+    }
+    return { status: 'error' };
+}
+
 export type Status = 'disabled' | 'starting' | 'loading' | 'ready' | 'error' | 'stopped';
 
 export interface StatusView {

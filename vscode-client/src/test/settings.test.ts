@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import {
+    afterLoad,
     buildInitializationOptions,
     ConfigReader,
     DEFAULTS,
@@ -132,6 +133,12 @@ describe('status bar', () => {
         assert.equal(readyModel('model smollm2 ready'), 'smollm2');
         assert.equal(readyModel('cannot load model x: missing'), undefined);
         assert.equal(readyModel(undefined), undefined);
+    });
+
+    it('tells a loaded model from a failed load', () => {
+        assert.deepEqual(afterLoad('model tiny ready'), { status: 'ready', model: 'tiny' });
+        assert.deepEqual(afterLoad(''), { status: 'ready', model: undefined });
+        assert.deepEqual(afterLoad('cannot load model /x: no such directory; install one with xtc install'), { status: 'error' });
     });
 
     it('shows loading, ready and error', () => {
