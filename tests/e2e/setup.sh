@@ -42,7 +42,7 @@ if [ $apt = 1 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       say "apt-get install ${want[*]}"
       apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null
     else
       say "missing Debian packages (install as root): ${want[*]}" >&2
     fi

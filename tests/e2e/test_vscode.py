@@ -25,8 +25,17 @@ def run(cmd: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def vsix() -> Path:
+def vscode() -> None:
+    """What the VS Code tests need besides the extension; checked before it is built."""
     require(shutil.which("node") and shutil.which("npm"), "node and npm are not installed")
+    code_server = CACHE / "code-server" / "node_modules" / ".bin" / "code-server"
+    require(code_server.exists(), f"code-server is not installed in {code_server.parent}")
+    require((CACHE / "playwright" / "node_modules" / "playwright-core").exists(), "playwright-core is not installed")
+    require(Path(CHROMIUM).exists(), f"Chromium is not installed ({CHROMIUM}; Debian package chromium)")
+
+
+@pytest.fixture(scope="module")
+def vsix(vscode) -> Path:
     if not (CLIENT / "node_modules" / ".bin" / "vsce").exists():
         done = run(["npm", "ci", "--no-audit", "--no-fund"], CLIENT, 600)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -39,10 +48,6 @@ def vsix() -> Path:
 
 def drive(vsix: Path, xtc_lsp: Path, model: str, out: Path, *extra: str) -> dict:
     """Run vscode_e2e.mjs; its JSON report."""
-    code_server = CACHE / "code-server" / "node_modules" / ".bin" / "code-server"
-    require(code_server.exists(), f"code-server is not installed in {code_server.parent}")
-    require((CACHE / "playwright" / "node_modules" / "playwright-core").exists(), "playwright-core is not installed")
-    require(Path(CHROMIUM).exists(), f"Chromium is not installed ({CHROMIUM}; Debian package chromium)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "vscode-e2e.json").unlink(missing_ok=True)
     cmd = ["node", str(REPO / "tests" / "e2e" / "vscode_e2e.mjs"), "--vsix", str(vsix),
