@@ -319,6 +319,26 @@ async function main() {
     result.steps.accepted = elapsed();
     log(`accepted; file now ends ${JSON.stringify(result.saved)}`);
 
+    // 7. The commands, from the command palette: disable stops the server, enable starts it again.
+    const runCommand = async (title) => {
+        await page.keyboard.press('F1');
+        await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+        await page.keyboard.type(title);
+        await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${title}"]`, { timeout: 15000 });
+        await page.keyboard.press('Enter');
+    };
+    const statusMatches = (re, ms) => page.waitForFunction((source) => {
+        const item = document.querySelector('[id$=".xtc.status"]');
+        return item && new RegExp(source).test(item.getAttribute('aria-label') || '');
+    }, re.source, { timeout: ms });
+    await runCommand('xtc: Disable completions');
+    await statusMatches(/disabled/, 15000);
+    result.steps.disabled = elapsed();
+    await runCommand('xtc: Enable completions');
+    await statusMatches(/ready/, 60000);
+    result.steps.reenabled = elapsed();
+    log('disabled and enabled again from the command palette');
+
     result.foreignRequests = foreign;
     if (foreign.length) {
         throw new Error(`requests left 127.0.0.1: ${foreign.slice(0, 5).join(' ')}`);
