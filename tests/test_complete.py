@@ -7,7 +7,7 @@ token healing, stopping, trimming) from model quality.
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 from transformers import AutoModelForCausalLM
 
 from xtc.complete import Completer
@@ -25,9 +25,9 @@ class OracleRuntime:
         self.cache = KVCache([], [])
         self.texts = [tokenizer.decode([i]) for i in range(self.vocab_size)]
 
-    def _logits(self) -> torch.Tensor:
+    def _logits(self) -> np.ndarray:
         text = self.tokenizer.decode(self.cache.tokens)
-        logits = torch.zeros(self.vocab_size)
+        logits = np.zeros(self.vocab_size, dtype=np.float32)
         if self.prefer is not None:  # a model with a fixed habit, e.g. always ending the line
             logits[[i for i, t in enumerate(self.texts) if t == self.prefer]] = 10
             return logits
@@ -114,3 +114,9 @@ def test_typing_one_character_reuses_the_cached_prompt(tiny_dirs):
     warm = completer.complete(prompt + "x")
     assert cold.reused_tokens == 0
     assert warm.reused_tokens >= warm.prompt_tokens - 4
+
+
+def test_generation_longer_than_the_context_is_capped_not_an_error(tokenizer):
+    completer = Completer(OracleRuntime(tokenizer, FILE))
+    result = completer.complete(cut("(name):\n"), multiline=True, max_new_tokens=10_000)
+    assert result.text.startswith("    greeting")

@@ -113,6 +113,7 @@ class Completer:
         started = time.perf_counter()
         if not before.strip():
             return Completion("", seconds=time.perf_counter() - started)
+        max_new_tokens = max(1, min(max_new_tokens, self.rt.max_context // 2))  # prompt + generation must fit
         context_tokens = max(8, min(context_tokens, self.rt.max_context - max_new_tokens - MAX_HEAL_TOKENS - 1))
         ids = self.prompt_ids(before, context_tokens)
         prompt_ids, heal = self._split_heal(ids)
