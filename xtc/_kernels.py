@@ -1,0 +1,698 @@
+"""The runtime's compiled CPU kernels: C++ (AVX2, FMA, OpenMP) built once with the system's g++
+and loaded with ctypes, so the runtime needs neither torch nor a build step at install time.
+
+`load()` returns the library, or None when it cannot be used (no compiler, no AVX2, build error,
+`XTC_KERNELS=0`); the runtime then falls back to numpy. Builds are cached under
+`$XDG_CACHE_HOME/xtc/kernels` (default `~/.cache/xtc/kernels`), keyed by the source's hash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+SOURCE = r"""
+// CPU kernels for xtc.runtime (AVX2 + FMA, OpenMP), loaded with ctypes; no torch needed.
+//
+// Binary linears: weights are bit-packed (bit 1 = +1, bit 0 = -1, 8 per byte, LSB first),
+// activations are 8-bit codes q in [-127, 127] stored offset as u = q + 128 (uint8). With b the
+// weight bit and w = 2b - 1:
+//   sum_k w_k q_k = 2 sum_k b_k q_k - sum_k q_k,
+//   sum_k b_k q_k = -T - 128 popcount(b),  T = sum_k u_k * (-b_k)    (vpmaddubsw: u8 x s8)
+// T is accumulated exactly in int16 lanes (|pair| <= 510, flushed every 64 chunks of 32) and then
+// int32, so the integer part is exact; only the per-row/group scales are floating point.
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API extern "C" __attribute__((visibility("default")))
+
+static inline int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax_ps(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// exp(x) for x <= ~88 (Cephes-style polynomial, ~1-2 ulp); very negative inputs give 0.
+static inline __m256 exp256(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+    fx = _mm256_floor_ps(fx);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 x2 = _mm256_mul_ps(x, x);
+    y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// 32 weight bits -> 32 bytes, 0xFF (-1) where the bit is set, 0 elsewhere.
+static inline __m256i expand_bits(uint32_t word) {
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)word), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+API int xtc_version(void) { return 3; }
+
+API void xtc_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
+
+// Per-row 8-bit activation quantisation, exactly as xtc.quant.quantize_activations:
+// scale = max(amax, 1e-8) / 127, q = clamp(rint(x / scale)). Writes u = q + 128 over Kp columns
+// (zero codes in the padding), the scale, and the code sum per group of gl columns.
+static void quant_row(const float* xr, int K, int Kp, int gl, uint8_t* ur, float* sxm, int32_t* qs) {
+    const int G = Kp / gl;
+    __m256 vmax = _mm256_setzero_ps();
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    int k = 0;
+    for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(xr + k), absmask));
+    float amax = hmax_ps(vmax);
+    for (; k < K; k++) {
+        float a = fabsf(xr[k]);
+        amax = a > amax ? a : amax;
+    }
+    float scale = (amax > 1e-8f ? amax : 1e-8f) / 127.0f;
+    *sxm = scale;
+    const __m256 vs = _mm256_set1_ps(scale), qmax = _mm256_set1_ps(127.0f), qmin = _mm256_set1_ps(-127.0f);
+    for (int g = 0; g < G; g++) qs[g] = 0;
+    k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(xr + k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm256_max_ps(_mm256_min_ps(q, qmax), qmin);
+        __m256i qi = _mm256_cvtps_epi32(q);
+        qs[k / gl] += hsum_epi32(qi);
+        __m256i ui = _mm256_add_epi32(qi, _mm256_set1_epi32(128));
+        __m128i p16 = _mm_packus_epi32(_mm256_castsi256_si128(ui), _mm256_extracti128_si256(ui, 1));
+        __m128i p8 = _mm_packus_epi16(p16, p16);
+        _mm_storel_epi64((__m128i*)(ur + k), p8);
+    }
+    for (; k < K; k++) {
+        float q = nearbyintf(xr[k] / scale);
+        q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+        qs[k / gl] += (int32_t)q;
+        ur[k] = (uint8_t)((int)q + 128);
+    }
+    for (; k < Kp; k++) ur[k] = 128;
+}
+
+API void xtc_quant(const float* x, int M, int K, int ldx, int Kp, int gl, uint8_t* u, float* sx, int32_t* qsum) {
+    const int G = Kp / gl;
+#pragma omp parallel for schedule(static) if (M > 8)
+    for (int m = 0; m < M; m++)
+        quant_row(x + (size_t)m * ldx, K, Kp, gl, u + (size_t)m * Kp, sx + m, qsum + (size_t)m * G);
+}
+
+// RMSNorm (Llama) or LayerNorm (GPT-2) of one row.
+static void norm_row(const float* xr, int K, const float* w, const float* b, float eps, int rms, float* o) {
+    __m256 vs = _mm256_setzero_ps();
+    int k = 0;
+    float mean = 0.0f;
+    if (!rms) {
+        for (; k + 8 <= K; k += 8) vs = _mm256_add_ps(vs, _mm256_loadu_ps(xr + k));
+        float s = hsum_ps(vs);
+        for (; k < K; k++) s += xr[k];
+        mean = s / K;
+    }
+    const __m256 vm = _mm256_set1_ps(mean);
+    __m256 vss = _mm256_setzero_ps();
+    for (k = 0; k + 8 <= K; k += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + k), vm);
+        vss = _mm256_fmadd_ps(d, d, vss);
+    }
+    float ss = hsum_ps(vss);
+    for (; k < K; k++) ss += (xr[k] - mean) * (xr[k] - mean);
+    float r = 1.0f / sqrtf(ss / K + eps);
+    if (rms) {
+        for (k = 0; k < K; k++) o[k] = w[k] * (xr[k] * r);
+    } else {
+        for (k = 0; k < K; k++) o[k] = (xr[k] - mean) * r * w[k] + (b ? b[k] : 0.0f);
+    }
+}
+
+// Norm then quantisation, for a binary linear's input (the normalised row never leaves the cache).
+API void xtc_norm_quant(const float* x, int M, int K, const float* w, const float* b, float eps, int rms,
+                        int Kp, int gl, uint8_t* u, float* sx, int32_t* qsum) {
+    const int G = Kp / gl;
+#pragma omp parallel if (M > 8)
+    {
+        float* row = (float*)malloc(sizeof(float) * (size_t)K);
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) {
+            norm_row(x + (size_t)m * K, K, w, b, eps, rms, row);
+            quant_row(row, K, Kp, gl, u + (size_t)m * Kp, sx + m, qsum + (size_t)m * G);
+        }
+        free(row);
+    }
+}
+
+// T sums for an MR x NR tile over `nc` chunks of 32 columns starting at column k0.
+template <int MR, int NR>
+static inline void tile_T(const uint8_t* const* xr, const int8_t* const* wr, int k0, int nc, int32_t (*T)[NR]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int c0 = 0; c0 < nc; c0 += 64) {
+        int c1 = c0 + 64 < nc ? c0 + 64 : nc;
+        __m256i acc[MR][NR];
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_si256();
+        for (int c = c0; c < c1; c++) {
+            int k = k0 + c * 32;
+            __m256i w[NR];
+            for (int j = 0; j < NR; j++) w[j] = _mm256_loadu_si256((const __m256i*)(wr[j] + k));
+            for (int i = 0; i < MR; i++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i*)(xr[i] + k));
+                for (int j = 0; j < NR; j++) acc[i][j] = _mm256_add_epi16(acc[i][j], _mm256_maddubs_epi16(xv, w[j]));
+            }
+        }
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) T[i][j] += hsum_epi32(_mm256_madd_epi16(acc[i][j], ones));
+    }
+}
+
+template <int MR, int NR>
+static void tile(int m0, int n0, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
+                 const int8_t* wexp, const float* alpha, const int32_t* pc, const float* bias, float* y, int ldy,
+                 int beta) {
+    const int G = Kp / gl;
+    const uint8_t* xr[MR];
+    const int8_t* wr[NR];
+    for (int i = 0; i < MR; i++) xr[i] = u + (size_t)(m0 + i) * Kp;
+    for (int j = 0; j < NR; j++) wr[j] = wexp + (size_t)(n0 + j) * Kp;
+    float acc[MR][NR] = {};
+    for (int g = 0; g < G; g++) {
+        int32_t T[MR][NR] = {};
+        tile_T<MR, NR>(xr, wr, g * gl, gl / 32, T);
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) {
+                int n = n0 + j;
+                int32_t yi = -2 * T[i][j] - 256 * pc[(size_t)n * G + g] - qsum[(size_t)(m0 + i) * G + g];
+                acc[i][j] += alpha[(size_t)n * G + g] * (float)yi;
+            }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) {
+            float v = acc[i][j] * sx[m0 + i];
+            if (bias) v += bias[n0 + j];
+            float* out = y + (size_t)(m0 + i) * ldy + n0 + j;
+            *out = beta ? *out + v : v;
+        }
+}
+
+typedef void (*tile_fn)(int, int, int, int, const uint8_t*, const float*, const int32_t*, const int8_t*,
+                        const float*, const int32_t*, const float*, float*, int, int);
+#define MRMAX 3
+#define NRMAX 4
+static const tile_fn TILES[MRMAX][NRMAX] = {
+    {tile<1, 1>, tile<1, 2>, tile<1, 3>, tile<1, 4>},
+    {tile<2, 1>, tile<2, 2>, tile<2, 3>, tile<2, 4>},
+    {tile<3, 1>, tile<3, 2>, tile<3, 3>, tile<3, 4>},
+};
+
+// y[M, N] (+)= (u - 128) @ W^T for binary W (bit-packed N x Kp/8), scaled per row/group, plus bias;
+// beta = 1 adds to y (a residual). `wexp` is scratch of N * Kp bytes for the expanded weights.
+// Use for M >= a few rows.
+API void xtc_gemm_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
+                     const uint8_t* bits, const float* alpha, const int32_t* pc, const float* bias,
+                     float* y, int ldy, int beta, int8_t* wexp, int mb) {
+    const int words = Kp / 32;
+#pragma omp parallel if ((double)M * N * Kp > 2e5)
+    {
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const uint32_t* src = (const uint32_t*)(bits + (size_t)n * (Kp / 8));
+            __m256i* dst = (__m256i*)(wexp + (size_t)n * Kp);
+            for (int w = 0; w < words; w++) _mm256_storeu_si256(dst + w, expand_bits(src[w]));
+        }
+        // Tiles: blocks of mb rows (activations stay in cache) x NRMAX columns, split over threads.
+        const int nblocks = (N + NRMAX - 1) / NRMAX;
+        for (int mb0 = 0; mb0 < M; mb0 += mb) {
+            int mb1 = mb0 + mb < M ? mb0 + mb : M;
+#pragma omp for schedule(static) nowait
+            for (int nb = 0; nb < nblocks; nb++) {
+                int n0 = nb * NRMAX, nr = N - n0 < NRMAX ? N - n0 : NRMAX;
+                for (int m0 = mb0; m0 < mb1; m0 += MRMAX) {
+                    int mr = mb1 - m0 < MRMAX ? mb1 - m0 : MRMAX;
+                    TILES[mr - 1][nr - 1](m0, n0, Kp, gl, u, sx, qsum, wexp, alpha, pc, bias, y, ldy, beta);
+                }
+            }
+        }
+    }
+}
+
+// The same product for a few rows (decoding): bits are expanded in registers, never stored.
+API void xtc_gemv_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
+                     const uint8_t* bits, const float* alpha, const int32_t* pc, const float* bias,
+                     float* y, int ldy, int beta) {
+    const int G = Kp / gl, wpg = gl / 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma omp parallel for schedule(static) if ((double)M * N * Kp > 2e5)
+    for (int n = 0; n < N; n++) {
+        const uint32_t* src = (const uint32_t*)(bits + (size_t)n * (Kp / 8));
+        for (int m = 0; m < M; m++) {
+            const uint8_t* xr = u + (size_t)m * Kp;
+            float acc = 0.0f;
+            for (int g = 0; g < G; g++) {
+                int32_t T = 0;
+                for (int c0 = 0; c0 < wpg; c0 += 64) {
+                    int c1 = c0 + 64 < wpg ? c0 + 64 : wpg;
+                    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+                    int c = c0;
+                    for (; c + 2 <= c1; c += 2) {
+                        int w = g * wpg + c;
+                        a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(xr + w * 32)), expand_bits(src[w])));
+                        a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(xr + w * 32 + 32)), expand_bits(src[w + 1])));
+                    }
+                    for (; c < c1; c++) {
+                        int w = g * wpg + c;
+                        a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(xr + w * 32)), expand_bits(src[w])));
+                    }
+                    T += hsum_epi32(_mm256_add_epi32(_mm256_madd_epi16(a0, ones), _mm256_madd_epi16(a1, ones)));
+                }
+                int32_t yi = -2 * T - 256 * pc[(size_t)n * G + g] - qsum[(size_t)m * G + g];
+                acc += alpha[(size_t)n * G + g] * (float)yi;
+            }
+            float v = acc * sx[m];
+            if (bias) v += bias[n];
+            float* out = y + (size_t)m * ldy + n;
+            *out = beta ? *out + v : v;
+        }
+    }
+}
+
+// y[M, N] = x[M, K] @ (codes * scale)^T for an int8 table with a scale per row or group of gl
+// (embeddings used as the output head); x stays fp32. K and gl are multiples of 8.
+API void xtc_gemv_i8f(int M, int N, int K, int gl, const float* x, int ldx, const int8_t* codes,
+                      const float* scale, float* y, int ldy) {
+    const int G = K / gl;
+#pragma omp parallel for schedule(static) if ((double)M * N * K > 1e5)
+    for (int n = 0; n < N; n++) {
+        const int8_t* cr = codes + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            const float* xr = x + (size_t)m * ldx;
+            float total = 0.0f;
+            for (int g = 0; g < G; g++) {
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+                int k = g * gl, end = k + gl;
+                for (; k + 16 <= end; k += 16) {
+                    __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(cr + k))));
+                    __m256 c1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(cr + k + 8))));
+                    a0 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(xr + k), a0);
+                    a1 = _mm256_fmadd_ps(c1, _mm256_loadu_ps(xr + k + 8), a1);
+                }
+                for (; k < end; k += 8) {
+                    __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(cr + k))));
+                    a0 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(xr + k), a0);
+                }
+                total += scale[(size_t)n * G + g] * hsum_ps(_mm256_add_ps(a0, a1));
+            }
+            y[(size_t)m * ldy + n] = total;
+        }
+    }
+}
+
+// Rows of an int8 table, dequantised: out[i] = codes[ids[i]] * scale (per row or group).
+API void xtc_embed_i8(int n, const int64_t* ids, int K, int gl, const int8_t* codes, const float* scale, float* out) {
+    const int G = K / gl;
+    for (int i = 0; i < n; i++) {
+        const int8_t* cr = codes + (size_t)ids[i] * K;
+        const float* sr = scale + (size_t)ids[i] * G;
+        float* o = out + (size_t)i * K;
+        for (int k = 0; k < K; k++) o[k] = (float)cr[k] * sr[k / gl];
+    }
+}
+
+// Causal attention of n new queries (positions start..start+n-1) over the cache.
+// q: token i, head h at q[i*ldq + h*hd]. Keys are stored in panels of 16 positions,
+// (KVH, cap/16, hd, 16), so that 16 keys x hd are contiguous; values (KVH, cap, hd).
+// Rows (query, head) sharing a kv head are processed R <= 4 at a time: scores as
+// broadcast(q[d]) x 16 keys, then a softmax, then p x values in 8*DC-wide slices of hd.
+template <int R, int DC>
+static void attn_rows(const float* const* qr, const int* len, int Lmax, int hd, const float* KP,
+                      const float* V, int cap, float scale, float* s, float* const* orow) {
+    const int Lpad = (Lmax + 15) & ~15;
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int j0 = 0; j0 < Lpad; j0 += 16) {
+        __m256 a0[R], a1[R];
+        for (int r = 0; r < R; r++) a0[r] = a1[r] = _mm256_setzero_ps();
+        const float* kp = KP + (size_t)j0 * hd;
+        for (int d = 0; d < hd; d++) {
+            __m256 k0 = _mm256_loadu_ps(kp + 16 * d), k1 = _mm256_loadu_ps(kp + 16 * d + 8);
+            for (int r = 0; r < R; r++) {
+                __m256 qb = _mm256_broadcast_ss(qr[r] + d);
+                a0[r] = _mm256_fmadd_ps(qb, k0, a0[r]);
+                a1[r] = _mm256_fmadd_ps(qb, k1, a1[r]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            _mm256_storeu_ps(s + (size_t)r * cap + j0, _mm256_mul_ps(a0[r], vs));
+            _mm256_storeu_ps(s + (size_t)r * cap + j0 + 8, _mm256_mul_ps(a1[r], vs));
+        }
+    }
+    float inv[R];
+    for (int r = 0; r < R; r++) {
+        float* sr = s + (size_t)r * cap;
+        float mx = -INFINITY;
+        int j = 0;
+        __m256 vm = _mm256_set1_ps(-INFINITY);
+        for (; j + 8 <= len[r]; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sr + j));
+        mx = hmax_ps(vm);
+        for (; j < len[r]; j++) mx = sr[j] > mx ? sr[j] : mx;
+        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        j = 0;
+        for (; j + 8 <= len[r]; j += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vmx));
+            _mm256_storeu_ps(sr + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = hsum_ps(vsum);
+        for (; j < len[r]; j++) {
+            sr[j] = expf(sr[j] - mx);
+            sum += sr[j];
+        }
+        for (; j < Lpad; j++) sr[j] = 0.0f;  // future keys are masked
+        inv[r] = 1.0f / sum;
+    }
+    for (int d0 = 0; d0 < hd; d0 += 8 * DC) {
+        __m256 a[R][DC];
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < DC; c++) a[r][c] = _mm256_setzero_ps();
+        for (int j = 0; j < Lmax; j++) {
+            const float* vr = V + (size_t)j * hd + d0;
+            __m256 v[DC];
+            for (int c = 0; c < DC; c++) v[c] = _mm256_loadu_ps(vr + 8 * c);
+            for (int r = 0; r < R; r++) {
+                __m256 p = _mm256_broadcast_ss(s + (size_t)r * cap + j);
+                for (int c = 0; c < DC; c++) a[r][c] = _mm256_fmadd_ps(p, v[c], a[r][c]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < DC; c++)
+                _mm256_storeu_ps(orow[r] + d0 + 8 * c, _mm256_mul_ps(a[r][c], _mm256_set1_ps(inv[r])));
+    }
+}
+
+template <int DC>
+static void attn_dispatch(int R, const float* const* qr, const int* len, int Lmax, int hd, const float* KP,
+                          const float* V, int cap, float scale, float* s, float* const* orow) {
+    switch (R) {
+        case 1: attn_rows<1, DC>(qr, len, Lmax, hd, KP, V, cap, scale, s, orow); break;
+        case 2: attn_rows<2, DC>(qr, len, Lmax, hd, KP, V, cap, scale, s, orow); break;
+        case 3: attn_rows<3, DC>(qr, len, Lmax, hd, KP, V, cap, scale, s, orow); break;
+        default: attn_rows<4, DC>(qr, len, Lmax, hd, KP, V, cap, scale, s, orow); break;
+    }
+}
+
+static void attn_rows_scalar(int R, const float* const* qr, const int* len, int hd, const float* KP, const float* V,
+                             float scale, float* s, int cap, float* const* orow) {
+    for (int r = 0; r < R; r++) {
+        float* sr = s + (size_t)r * cap;
+        float mx = -INFINITY;
+        for (int j = 0; j < len[r]; j++) {
+            float acc = 0.0f;
+            for (int d = 0; d < hd; d++) acc += qr[r][d] * KP[(size_t)(j / 16) * 16 * hd + 16 * d + j % 16];
+            sr[j] = acc * scale;
+            mx = sr[j] > mx ? sr[j] : mx;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < len[r]; j++) {
+            sr[j] = expf(sr[j] - mx);
+            sum += sr[j];
+        }
+        for (int d = 0; d < hd; d++) {
+            float acc = 0.0f;
+            for (int j = 0; j < len[r]; j++) acc += sr[j] * V[(size_t)j * hd + d];
+            orow[r][d] = acc / sum;
+        }
+    }
+}
+
+API void xtc_attention(int n, int start, int H, int KVH, int hd, const float* q, int ldq, const float* kp,
+                       const float* vc, int cap, float* out, int ldo, float scale) {
+    const int group = H / KVH;
+    const int rows = n * group;  // per kv head, ordered (query, head in group)
+    const int per = (rows + 3) / 4;
+#pragma omp parallel if ((double)KVH * n * group * (start + n) * hd > 1e5)
+    {
+        float* s = (float*)aligned_alloc(32, sizeof(float) * 4 * (size_t)cap);
+#pragma omp for schedule(dynamic, 2)
+        for (int item = 0; item < KVH * per; item++) {
+            int g = item / per, r0 = (item % per) * 4;
+            int R = rows - r0 < 4 ? rows - r0 : 4;
+            const float* qr[4];
+            float* orow[4];
+            int len[4], Lmax = 0;
+            for (int r = 0; r < R; r++) {
+                int i = (r0 + r) / group, h = g * group + (r0 + r) % group;
+                qr[r] = q + (size_t)i * ldq + (size_t)h * hd;
+                orow[r] = out + (size_t)i * ldo + (size_t)h * hd;
+                len[r] = start + i + 1;
+                Lmax = len[r] > Lmax ? len[r] : Lmax;
+            }
+            const float* KP = kp + (size_t)g * hd * cap;
+            const float* V = vc + (size_t)g * cap * hd;
+            if (hd % 16 == 0)
+                attn_dispatch<2>(R, qr, len, Lmax, hd, KP, V, cap, scale, s, orow);
+            else if (hd % 8 == 0)
+                attn_dispatch<1>(R, qr, len, Lmax, hd, KP, V, cap, scale, s, orow);
+            else
+                attn_rows_scalar(R, qr, len, hd, KP, V, scale, s, cap, orow);
+        }
+        free(s);
+    }
+}
+
+// RMSNorm (Llama) or LayerNorm (GPT-2) per row.
+API void xtc_norm(const float* x, int M, int K, int ldx, const float* w, const float* b, float eps, int rms,
+                  float* out, int ldo) {
+#pragma omp parallel for schedule(static) if (M > 16)
+    for (int m = 0; m < M; m++) norm_row(x + (size_t)m * ldx, K, w, b, eps, rms, out + (size_t)m * ldo);
+}
+
+// Rotary embedding in place for `heads` heads of hd per token (transformers' rotate_half form).
+API void xtc_rope(float* x, int n, int heads, int hd, int ld, const float* cos, const float* sin, int start) {
+    const int half = hd / 2;
+#pragma omp parallel for schedule(static) if (n > 16)
+    for (int i = 0; i < n; i++) {
+        const float* c = cos + (size_t)(start + i) * hd;
+        const float* s = sin + (size_t)(start + i) * hd;
+        for (int h = 0; h < heads; h++) {
+            float* v = x + (size_t)i * ld + (size_t)h * hd;
+            for (int d = 0; d < half; d++) {
+                float a = v[d], bb = v[d + half];
+                v[d] = a * c[d] - bb * s[d];
+                v[d + half] = bb * c[d + half] + a * s[d + half];
+            }
+        }
+    }
+}
+
+// out[m, f] = silu(gu[m, f]) * gu[m, F + f]   (Llama MLP on the fused gate/up output)
+API void xtc_silu_mul(const float* gu, int M, int F, int ld, float* out, int ldo) {
+#pragma omp parallel for schedule(static) if (M > 8)
+    for (int m = 0; m < M; m++) {
+        const float* g = gu + (size_t)m * ld;
+        const float* up = g + F;
+        float* o = out + (size_t)m * ldo;
+        int f = 0;
+        const __m256 one = _mm256_set1_ps(1.0f);
+        for (; f + 8 <= F; f += 8) {
+            __m256 gv = _mm256_loadu_ps(g + f);
+            __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+            _mm256_storeu_ps(o + f, _mm256_mul_ps(_mm256_mul_ps(gv, sig), _mm256_loadu_ps(up + f)));
+        }
+        for (; f < F; f++) o[f] = g[f] / (1.0f + expf(-g[f])) * up[f];
+    }
+}
+
+// Rotary embedding (if cos != NULL) on the q and k heads of a fused qkv output, then keys into
+// the panel cache (KVH, cap/16, hd, 16) and values into (KVH, cap, hd) at positions start...
+API void xtc_rope_kv(float* qkv, int n, int start, int H, int KVH, int hd, int ld, const float* cos,
+                     const float* sin, float* kp, float* vc, int cap) {
+    const int half = hd / 2;
+#pragma omp parallel for schedule(static) if (n > 16)
+    for (int i = 0; i < n; i++) {
+        float* row = qkv + (size_t)i * ld;
+        int pos = start + i;
+        if (cos) {
+            const float* c = cos + (size_t)pos * hd;
+            const float* s = sin + (size_t)pos * hd;
+            for (int h = 0; h < H + KVH; h++) {
+                float* v = row + (size_t)h * hd;
+                for (int d = 0; d < half; d++) {
+                    float a = v[d], bb = v[d + half];
+                    v[d] = a * c[d] - bb * s[d];
+                    v[d + half] = bb * c[d + half] + a * s[d + half];
+                }
+            }
+        }
+        for (int g = 0; g < KVH; g++) {
+            const float* k = row + (size_t)(H + g) * hd;
+            const float* v = row + (size_t)(H + KVH + g) * hd;
+            float* panel = kp + ((size_t)g * (cap / 16) + pos / 16) * hd * 16 + pos % 16;
+            for (int d = 0; d < hd; d++) panel[16 * d] = k[d];
+            memcpy(vc + ((size_t)g * cap + pos) * hd, v, sizeof(float) * hd);
+        }
+    }
+}
+
+static inline float gelu_tanh1(float v) {
+    return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+}
+
+// The MLP activation then quantisation (the down projection's input). kind 0: silu(gate) * up on a
+// fused (M, 2F) gate/up output; kind 1: GELU (tanh) on (M, F).
+API void xtc_act_quant(int kind, const float* a, int M, int F, int ld, int Kp, int gl, uint8_t* u, float* sx,
+                       int32_t* qsum) {
+    const int G = Kp / gl;
+#pragma omp parallel if (M > 8)
+    {
+        float* row = (float*)malloc(sizeof(float) * (size_t)F);
+#pragma omp for schedule(static)
+        for (int m = 0; m < M; m++) {
+            const float* g = a + (size_t)m * ld;
+            int f = 0;
+            if (kind == 0) {
+                const float* up = g + F;
+                const __m256 one = _mm256_set1_ps(1.0f);
+                for (; f + 8 <= F; f += 8) {
+                    __m256 gv = _mm256_loadu_ps(g + f);
+                    __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+                    _mm256_storeu_ps(row + f, _mm256_mul_ps(_mm256_mul_ps(gv, sig), _mm256_loadu_ps(up + f)));
+                }
+                for (; f < F; f++) row[f] = g[f] / (1.0f + expf(-g[f])) * up[f];
+            } else {
+                for (; f < F; f++) row[f] = gelu_tanh1(g[f]);
+            }
+            quant_row(row, F, Kp, gl, u + (size_t)m * Kp, sx + m, qsum + (size_t)m * G);
+        }
+        free(row);
+    }
+}
+
+// GELU, tanh approximation (GPT-2's gelu_new), in place.
+API void xtc_gelu_tanh(float* x, long n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    }
+}
+"""
+
+FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-std=c++17"]
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+error: str | None = None  # why the kernels are unavailable (for `xtc bench` and the tests)
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_F = ctypes.c_float
+SIGNATURES = {
+    "xtc_version": ([], _I),
+    "xtc_set_threads": ([_I], None),
+    "xtc_quant": ([_P, _I, _I, _I, _I, _I, _P, _P, _P], None),
+    "xtc_gemm_b1": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _I], None),
+    "xtc_gemv_b1": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I], None),
+    "xtc_norm_quant": ([_P, _I, _I, _P, _P, _F, _I, _I, _I, _P, _P, _P], None),
+    "xtc_rope_kv": ([_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I], None),
+    "xtc_act_quant": ([_I, _P, _I, _I, _I, _I, _I, _P, _P, _P], None),
+    "xtc_gemv_i8f": ([_I, _I, _I, _I, _P, _I, _P, _P, _P, _I], None),
+    "xtc_embed_i8": ([_I, _P, _I, _I, _P, _P, _P], None),
+    "xtc_attention": ([_I, _I, _I, _I, _I, _P, _I, _P, _P, _I, _P, _I, _F], None),
+    "xtc_norm": ([_P, _I, _I, _I, _P, _P, _F, _I, _P, _I], None),
+    "xtc_rope": ([_P, _I, _I, _I, _I, _P, _P, _I], None),
+    "xtc_silu_mul": ([_P, _I, _I, _I, _P, _I], None),
+    "xtc_gelu_tanh": ([_P, ctypes.c_long], None),
+}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "xtc" / "kernels"
+
+
+def _cpu_ok() -> bool:
+    if sys.platform != "linux":
+        return False
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return {"avx2", "fma", "f16c"} <= set(flags)
+
+
+def _build(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    compiler = os.environ.get("CXX", "g++")
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "kernels.cpp"
+        src.write_text(SOURCE)
+        out = Path(tmp) / target.name
+        proc = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {proc.stderr.strip()[-400:]}")
+        os.replace(out, target)  # atomic: concurrent builders never see a partial library
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernels (building them on first use), or None with `error` set."""
+    global _lib, _tried, error
+    with _lock:
+        if _tried:
+            return _lib
+        _tried = True
+        if os.environ.get("XTC_KERNELS", "1") in ("0", "false", "no"):
+            error = "disabled by XTC_KERNELS=0"
+            return None
+        if not _cpu_ok():
+            error = "this CPU lacks AVX2/FMA (or is not Linux x86-64)"
+            return None
+        digest = hashlib.sha256((SOURCE + " ".join(FLAGS)).encode()).hexdigest()[:16]
+        target = cache_dir() / f"xtc-kernels-{digest}.so"
+        try:
+            if not target.exists():
+                _build(target)
+            lib = ctypes.CDLL(str(target))
+            for name, (args, res) in SIGNATURES.items():
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = args, res
+        except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
+            error = f"{exc.__class__.__name__}: {str(exc)[:300]}"
+            return None
+        _lib = lib
+        return lib

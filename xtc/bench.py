@@ -1,0 +1,144 @@
+"""`xtc bench`: latency, throughput, memory and size of a model on this machine.
+
+The request is what an editor sends: a prompt of `prompt_tokens` tokens of real Python (by default
+the start of the standard library's `textwrap.py`), then `new_tokens` generated greedily. Cold =
+empty cache; warm = the same request after one more character was typed at the end (the next
+character of the file), with the cache left as the cold request left it (prompt plus its
+generated tokens), so only the changed tail is re-read. Exactly `new_tokens` tokens are generated
+every time (no early stop), so runs and engines are comparable. Timings include tokenising the
+prompt. This module imports neither torch nor transformers for a packed or Hugging Face
+directory, so `rss_mb` is what such a runtime costs.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xtc.errors import XtcError
+
+DEFAULT_PROMPT_FILE = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
+
+
+def weight_files_mb(path: Path) -> float:
+    """Megabytes of weight files (as `xtc.pack.weight_files_mb`, without importing torch)."""
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")) / 1e6
+
+
+def prompt_texts(tokenizer, text: str, prompt_tokens: int) -> tuple[str, str]:
+    """The first `prompt_tokens` tokens of `text` as text, and that text plus the next character."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    cut = len(tokenizer.decode(ids[:prompt_tokens]))
+    if not text.startswith(tokenizer.decode(ids[:prompt_tokens])):  # decoding is not a prefix: cut by chars
+        cut = min(len(text), prompt_tokens * 4)
+    cold = text[:cut]
+    typed = text[cut] if cut < len(text) else "x"
+    return cold, cold + typed
+
+
+def _model_path(src: str) -> Path | None:
+    path = Path(src).expanduser()
+    if path.exists():
+        return path
+    try:
+        from xtc.store import Store
+
+        return Store().resolve(src)
+    except Exception:  # a hub id or unknown name: no local files to size
+        return None
+
+
+def generate(rt, tokenizer, text: str, new_tokens: int) -> tuple[float, float, list[int], int]:
+    """Tokenise, prefill, then greedy tokens; (prefill seconds, decode seconds, tokens, prompt length)."""
+    t0 = time.perf_counter()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    logits = rt.prefill(ids)
+    token = int(np.argmax(logits))
+    t1 = time.perf_counter()
+    out = [token]
+    for _ in range(new_tokens - 1):
+        token = int(np.argmax(rt.step(token)))
+        out.append(token)
+    return t1 - t0, time.perf_counter() - t1, out, len(ids)
+
+
+def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = 500, new_tokens: int = 16,
+              repeats: int = 3, threads: int | None = None) -> dict:
+    from xtc import _kernels
+    from xtc.runtime import load_runtime
+
+    if prompt_tokens < 1 or new_tokens < 1 or repeats < 1:
+        raise XtcError("prompt tokens, new tokens and repeats must be positive")
+    source = "prompt text"
+    if prompt_text is None:
+        try:
+            prompt_text = DEFAULT_PROMPT_FILE.read_text(encoding="utf-8")
+        except OSError:
+            raise XtcError(f"cannot read the default prompt {DEFAULT_PROMPT_FILE}; pass --prompt-file") from None
+        source = f"stdlib {DEFAULT_PROMPT_FILE.name}"
+    if not prompt_text.strip():
+        raise XtcError("the prompt is empty")
+    t = time.perf_counter()
+    rt = load_runtime(src, threads=threads, max_context=max(2048, prompt_tokens + new_tokens + 8))
+    load_s = time.perf_counter() - t
+    if prompt_tokens + new_tokens + 1 > rt.max_context:
+        raise XtcError(f"{prompt_tokens} prompt + {new_tokens} new tokens exceed the model's context of {rt.max_context}")
+    tok = rt.tokenizer
+    cold_text, warm_text = prompt_texts(tok, prompt_text, prompt_tokens)
+
+    cold, warm, prefill_s, decode_s = [], [], [], []
+    n_prompt = 0
+    generate(rt, tok, cold_text[:200], 2)  # touch every code path once (page in weights, thread pools)
+    for _ in range(repeats):
+        rt.reset()
+        p, d, _, n_prompt = generate(rt, tok, cold_text, new_tokens)
+        cold.append(p + d)
+        prefill_s.append(p)
+        decode_s.append(d)
+        p, d, _, _ = generate(rt, tok, warm_text, new_tokens)  # the cache holds the cold request
+        warm.append(p + d)
+    path = _model_path(src)
+    rss = _rss_mb()
+    decode = statistics.median(decode_s)
+    return {
+        "model": src,
+        "disk_mb": round(weight_files_mb(path), 2) if path is not None else None,
+        "rss_mb": round(rss, 1),
+        "prefill_tokens_per_s": round(n_prompt / statistics.median(prefill_s), 1),
+        "decode_tokens_per_s": round((new_tokens - 1) / decode, 1) if new_tokens > 1 and decode > 0 else None,
+        "latency_ms": round(1000 * statistics.median(cold), 1),
+        "warm_latency_ms": round(1000 * statistics.median(warm), 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "load_s": round(load_s, 2),
+        "prompt": source,
+        "prompt_tokens": n_prompt,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "threads": rt.threads,
+        "kernels": "avx2" if rt.uses_kernels else f"numpy ({_kernels.error})",
+        "loader": getattr(rt, "loader", "model"),
+        "torch_loaded": "torch" in sys.modules,
+        "latency_ms_runs": [round(1000 * s, 1) for s in cold],
+        "warm_latency_ms_runs": [round(1000 * s, 1) for s in warm],
+    }
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 1e6
+    except ImportError:  # pragma: no cover
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # Linux reports KiB
