@@ -178,28 +178,48 @@ API void xtc_norm_quant(const float* x, int M, int K, const float* w, const floa
     }
 }
 
-// T sums for an MR x NR tile over `nc` chunks of 32 columns starting at column k0.
+// T sums for an MR x NR tile (MR <= 3, NR <= 4) over `nc` chunks of 32 columns from column k0.
+// Accumulators are named variables (GCC keeps arrays of vectors in memory, costing a store each).
+#define XTC_MADD(i, j) if (MR > i && NR > j) a##i##j = _mm256_add_epi16(a##i##j, _mm256_maddubs_epi16(x##i, w##j))
+#define XTC_FLUSH(i, j) if (MR > i && NR > j) T[i][j] += hsum_epi32(_mm256_madd_epi16(a##i##j, ones))
 template <int MR, int NR>
 static inline void tile_T(const uint8_t* const* xr, const int8_t* const* wr, int k0, int nc, int32_t (*T)[NR]) {
     const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t* p0 = xr[0];
+    const uint8_t* p1 = xr[MR > 1 ? 1 : 0];
+    const uint8_t* p2 = xr[MR > 2 ? 2 : 0];
+    const int8_t* q0 = wr[0];
+    const int8_t* q1 = wr[NR > 1 ? 1 : 0];
+    const int8_t* q2 = wr[NR > 2 ? 2 : 0];
+    const int8_t* q3 = wr[NR > 3 ? 3 : 0];
     for (int c0 = 0; c0 < nc; c0 += 64) {
         int c1 = c0 + 64 < nc ? c0 + 64 : nc;
-        __m256i acc[MR][NR];
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_si256();
+        __m256i z = _mm256_setzero_si256();
+        __m256i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z, a20 = z, a21 = z, a22 = z, a23 = z;
         for (int c = c0; c < c1; c++) {
             int k = k0 + c * 32;
-            __m256i w[NR];
-            for (int j = 0; j < NR; j++) w[j] = _mm256_loadu_si256((const __m256i*)(wr[j] + k));
-            for (int i = 0; i < MR; i++) {
-                __m256i xv = _mm256_loadu_si256((const __m256i*)(xr[i] + k));
-                for (int j = 0; j < NR; j++) acc[i][j] = _mm256_add_epi16(acc[i][j], _mm256_maddubs_epi16(xv, w[j]));
+            __m256i w0 = _mm256_loadu_si256((const __m256i*)(q0 + k)), w1 = z, w2 = z, w3 = z;
+            if (NR > 1) w1 = _mm256_loadu_si256((const __m256i*)(q1 + k));
+            if (NR > 2) w2 = _mm256_loadu_si256((const __m256i*)(q2 + k));
+            if (NR > 3) w3 = _mm256_loadu_si256((const __m256i*)(q3 + k));
+            __m256i x0 = _mm256_loadu_si256((const __m256i*)(p0 + k));
+            XTC_MADD(0, 0); XTC_MADD(0, 1); XTC_MADD(0, 2); XTC_MADD(0, 3);
+            if (MR > 1) {
+                __m256i x1 = _mm256_loadu_si256((const __m256i*)(p1 + k));
+                XTC_MADD(1, 0); XTC_MADD(1, 1); XTC_MADD(1, 2); XTC_MADD(1, 3);
+            }
+            if (MR > 2) {
+                __m256i x2 = _mm256_loadu_si256((const __m256i*)(p2 + k));
+                XTC_MADD(2, 0); XTC_MADD(2, 1); XTC_MADD(2, 2); XTC_MADD(2, 3);
             }
         }
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) T[i][j] += hsum_epi32(_mm256_madd_epi16(acc[i][j], ones));
+        XTC_FLUSH(0, 0); XTC_FLUSH(0, 1); XTC_FLUSH(0, 2); XTC_FLUSH(0, 3);
+        XTC_FLUSH(1, 0); XTC_FLUSH(1, 1); XTC_FLUSH(1, 2); XTC_FLUSH(1, 3);
+        XTC_FLUSH(2, 0); XTC_FLUSH(2, 1); XTC_FLUSH(2, 2); XTC_FLUSH(2, 3);
     }
 }
+#undef XTC_MADD
+#undef XTC_FLUSH
 
 template <int MR, int NR>
 static void tile(int m0, int n0, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
@@ -232,12 +252,11 @@ static void tile(int m0, int n0, int Kp, int gl, const uint8_t* u, const float* 
 
 typedef void (*tile_fn)(int, int, int, int, const uint8_t*, const float*, const int32_t*, const int8_t*,
                         const float*, const int32_t*, const float*, float*, int, int);
-#define MRMAX 3
-#define NRMAX 4
+#define MRMAX 2
+#define NRMAX 3
 static const tile_fn TILES[MRMAX][NRMAX] = {
-    {tile<1, 1>, tile<1, 2>, tile<1, 3>, tile<1, 4>},
-    {tile<2, 1>, tile<2, 2>, tile<2, 3>, tile<2, 4>},
-    {tile<3, 1>, tile<3, 2>, tile<3, 3>, tile<3, 4>},
+    {tile<1, 1>, tile<1, 2>, tile<1, 3>},
+    {tile<2, 1>, tile<2, 2>, tile<2, 3>},
 };
 
 // y[M, N] (+)= (u - 128) @ W^T for binary W (bit-packed N x Kp/8), scaled per row/group, plus bias;
@@ -307,6 +326,110 @@ API void xtc_gemv_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float
             if (bias) v += bias[n];
             float* out = y + (size_t)m * ldy + n;
             *out = beta ? *out + v : v;
+        }
+    }
+}
+
+// fp32 linear layers (plain models): weights packed in panels of 16 output columns,
+// P[(n / 16) * K * 16 + k * 16 + n % 16] = W[n][k], zero-padded to a multiple of 16 columns.
+// Micro-kernel: MR rows x 16 columns, broadcast x[m][k] times a panel row (BLIS-style).
+// (Accumulators are named variables, not an array: GCC keeps arrays of vectors in memory.)
+template <int MR>
+static void f32_tile(int m0, int p, int N, int K, const float* x, int ldx, const float* P, const float* bias,
+                     float* y, int ldy, int beta) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float* pan = P + (size_t)p * K * 16;
+    const float* x0 = x + (size_t)m0 * ldx;
+    const float* x1 = x0 + (MR > 1 ? ldx : 0);
+    const float* x2 = x0 + (MR > 2 ? 2 * (size_t)ldx : 0);
+    const float* x3 = x0 + (MR > 3 ? 3 * (size_t)ldx : 0);
+    const float* x4 = x0 + (MR > 4 ? 4 * (size_t)ldx : 0);
+    const float* x5 = x0 + (MR > 5 ? 5 * (size_t)ldx : 0);
+    for (int k = 0; k < K; k++) {
+        __m256 w0 = _mm256_loadu_ps(pan + 16 * k), w1 = _mm256_loadu_ps(pan + 16 * k + 8), xb;
+        xb = _mm256_broadcast_ss(x0 + k);
+        c00 = _mm256_fmadd_ps(xb, w0, c00);
+        c01 = _mm256_fmadd_ps(xb, w1, c01);
+        if (MR > 1) {
+            xb = _mm256_broadcast_ss(x1 + k);
+            c10 = _mm256_fmadd_ps(xb, w0, c10);
+            c11 = _mm256_fmadd_ps(xb, w1, c11);
+        }
+        if (MR > 2) {
+            xb = _mm256_broadcast_ss(x2 + k);
+            c20 = _mm256_fmadd_ps(xb, w0, c20);
+            c21 = _mm256_fmadd_ps(xb, w1, c21);
+        }
+        if (MR > 3) {
+            xb = _mm256_broadcast_ss(x3 + k);
+            c30 = _mm256_fmadd_ps(xb, w0, c30);
+            c31 = _mm256_fmadd_ps(xb, w1, c31);
+        }
+        if (MR > 4) {
+            xb = _mm256_broadcast_ss(x4 + k);
+            c40 = _mm256_fmadd_ps(xb, w0, c40);
+            c41 = _mm256_fmadd_ps(xb, w1, c41);
+        }
+        if (MR > 5) {
+            xb = _mm256_broadcast_ss(x5 + k);
+            c50 = _mm256_fmadd_ps(xb, w0, c50);
+            c51 = _mm256_fmadd_ps(xb, w1, c51);
+        }
+    }
+    int n0 = p * 16, cols = N - n0 < 16 ? N - n0 : 16;
+    alignas(32) float buf[6][16];
+    _mm256_store_ps(buf[0], c00), _mm256_store_ps(buf[0] + 8, c01);
+    _mm256_store_ps(buf[1], c10), _mm256_store_ps(buf[1] + 8, c11);
+    _mm256_store_ps(buf[2], c20), _mm256_store_ps(buf[2] + 8, c21);
+    _mm256_store_ps(buf[3], c30), _mm256_store_ps(buf[3] + 8, c31);
+    _mm256_store_ps(buf[4], c40), _mm256_store_ps(buf[4] + 8, c41);
+    _mm256_store_ps(buf[5], c50), _mm256_store_ps(buf[5] + 8, c51);
+    for (int i = 0; i < MR; i++) {
+        float* out = y + (size_t)(m0 + i) * ldy + n0;
+        for (int j = 0; j < cols; j++) {
+            float v = buf[i][j] + (bias ? bias[n0 + j] : 0.0f);
+            out[j] = beta ? out[j] + v : v;
+        }
+    }
+}
+
+typedef void (*f32_tile_fn)(int, int, int, int, const float*, int, const float*, const float*, float*, int, int);
+static const f32_tile_fn F32_TILES[6] = {f32_tile<1>, f32_tile<2>, f32_tile<3>, f32_tile<4>, f32_tile<5>, f32_tile<6>};
+
+// y[M, N] (+)= x[M, K] @ W^T + bias, W in panels (see above).
+API void xtc_gemm_f32(int M, int N, int K, const float* x, int ldx, const float* P, const float* bias, float* y,
+                      int ldy, int beta) {
+    const int panels = (N + 15) / 16;
+    const int mb = 48;  // rows per block: 6-row tiles share each panel while it is in cache
+#pragma omp parallel if ((double)M * N * K > 2e5)
+    for (int mb0 = 0; mb0 < M; mb0 += mb) {
+        int mb1 = mb0 + mb < M ? mb0 + mb : M;
+#pragma omp for schedule(static) nowait
+        for (int p = 0; p < panels; p++)
+            for (int m0 = mb0; m0 < mb1; m0 += 6) {
+                int mr = mb1 - m0 < 6 ? mb1 - m0 : 6;
+                F32_TILES[mr - 1](m0, p, N, K, x, ldx, P, bias, y, ldy, beta);
+            }
+    }
+}
+
+// y[M, N] = x[M, K] @ W^T for a row-major fp32 table W (N x K): the head of a plain model.
+API void xtc_gemv_f32rows(int M, int N, int K, const float* x, int ldx, const float* W, float* y, int ldy) {
+#pragma omp parallel for schedule(static) if ((double)M * N * K > 1e5)
+    for (int n = 0; n < N; n++) {
+        const float* wr = W + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            const float* xr = x + (size_t)m * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int k = 0;
+            for (; k + 16 <= K; k += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + k), _mm256_loadu_ps(xr + k), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + k + 8), _mm256_loadu_ps(xr + k + 8), a1);
+            }
+            float s = hsum_ps(_mm256_add_ps(a0, a1));
+            for (; k < K; k++) s += wr[k] * xr[k];
+            y[(size_t)m * ldy + n] = s;
         }
     }
 }
@@ -630,6 +753,8 @@ SIGNATURES = {
     "xtc_norm_quant": ([_P, _I, _I, _P, _P, _F, _I, _I, _I, _P, _P, _P], None),
     "xtc_rope_kv": ([_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I], None),
     "xtc_act_quant": ([_I, _P, _I, _I, _I, _I, _I, _P, _P, _P], None),
+    "xtc_gemm_f32": ([_I, _I, _I, _P, _I, _P, _P, _P, _I, _I], None),
+    "xtc_gemv_f32rows": ([_I, _I, _I, _P, _I, _P, _P, _I], None),
     "xtc_gemv_i8f": ([_I, _I, _I, _I, _P, _I, _P, _P, _P, _I], None),
     "xtc_embed_i8": ([_I, _P, _I, _I, _P, _P, _P], None),
     "xtc_attention": ([_I, _I, _I, _I, _I, _P, _I, _P, _P, _I, _P, _I, _F], None),

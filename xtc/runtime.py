@@ -66,20 +66,49 @@ def dequantize(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 class DenseLinear:
-    """y = x W^T + b in fp32; with `act_bits`, x is first quantised per token (XTC's A8)."""
+    """y = x W^T + b in fp32; with `act_bits`, x is first quantised per token (XTC's A8).
+
+    With the kernels, the weights are kept only as panels of 16 output columns (`panels`), the
+    layout of the fp32 matrix kernel; `weight` (row-major) is rebuilt on demand for numpy."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None = None, act_bits: int | None = None):
-        self.weight = _f32(weight)
+        self._weight: np.ndarray | None = _f32(weight)
+        self.panels: np.ndarray | None = None
         self.bias = None if bias is None else _f32(bias)
         self.act_bits = act_bits
-        self.out_features, self.in_features = self.weight.shape
+        self.out_features, self.in_features = self._weight.shape
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    @property
+    def weight(self) -> np.ndarray:
+        if self._weight is None:
+            k, n = self.in_features, self.out_features
+            self._weight = np.ascontiguousarray(self.panels.transpose(0, 2, 1).reshape(-1, k)[:n])
+        return self._weight
+
+    def prepare(self) -> None:
+        """Switch to the kernel layout (once; frees the row-major copy)."""
+        if self.panels is None:
+            n, k = self.weight.shape
+            padded = np.zeros((-(-n // 16) * 16, k), np.float32)
+            padded[:n] = self.weight
+            self.panels = np.ascontiguousarray(padded.reshape(-1, 16, k).transpose(0, 2, 1))
+            self._weight = None
+
+    def __call__(self, x: np.ndarray, rt: "Runtime | None" = None) -> np.ndarray:
         if self.act_bits:
-            q, scale = quantize_rows(x, self.act_bits)
-            y = (q @ self.weight.T) * scale
+            x, scale = quantize_rows(x, self.act_bits)
+        if self.panels is not None and rt is not None and rt.lib is not None:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            y = np.empty((x.shape[0], self.out_features), np.float32)
+            bias = None if self.act_bits else _ptr(self.bias)
+            rt.lib.xtc_gemm_f32(x.shape[0], self.out_features, self.in_features, x.ctypes.data, self.in_features,
+                                self.panels.ctypes.data, bias, y.ctypes.data, self.out_features, 0)
+            if not self.act_bits:
+                return y
         else:
             y = x @ self.weight.T
+        if self.act_bits:
+            y *= scale
         if self.bias is not None:
             y += self.bias
         return y
@@ -198,7 +227,7 @@ class _Split:
 
 
 def _apply(linear, x: np.ndarray, rt) -> np.ndarray:
-    return linear(x) if isinstance(linear, DenseLinear) else linear(x, rt)
+    return linear(x, rt)
 
 
 class _Work:
@@ -243,12 +272,17 @@ class Table:
     def project(self, x: np.ndarray, rt: "Runtime") -> np.ndarray:
         """x @ table^T: the output head."""
         lib = rt.lib
-        if self.codes is not None and lib is not None and self.dim % 8 == 0 and self.group % 8 == 0:
+        if lib is not None:
             x = np.ascontiguousarray(x, dtype=np.float32)
             y = np.empty((x.shape[0], self.rows), np.float32)
-            lib.xtc_gemv_i8f(x.shape[0], self.rows, self.dim, self.group, x.ctypes.data, self.dim,
-                             self.codes.ctypes.data, self.scale.ctypes.data, y.ctypes.data, self.rows)
-            return y
+            if self.weight is not None:
+                lib.xtc_gemv_f32rows(x.shape[0], self.rows, self.dim, x.ctypes.data, self.dim, self.weight.ctypes.data,
+                                     y.ctypes.data, self.rows)
+                return y
+            if self.dim % 8 == 0 and self.group % 8 == 0:
+                lib.xtc_gemv_i8f(x.shape[0], self.rows, self.dim, self.group, x.ctypes.data, self.dim,
+                                 self.codes.ctypes.data, self.scale.ctypes.data, y.ctypes.data, self.rows)
+                return y
         return x @ self.dense().T
 
 
@@ -351,6 +385,12 @@ class Runtime:
         self.loader = "model"
         self.cache = self._empty_cache()
         self.fused = [self._can_fuse(b) for b in self.blocks]
+        if self.lib is not None:
+            for b in self.blocks:
+                for lin in (b.qkv, b.out, b.up, b.down):
+                    for part in getattr(lin, "parts", [lin]):
+                        if isinstance(part, DenseLinear):
+                            part.prepare()
         self._works: dict[int, list[_Work]] = {}
         if self.spec.rope is not None:
             self._rope_ptrs = (self.spec.rope[0].ctypes.data, self.spec.rope[1].ctypes.data)
