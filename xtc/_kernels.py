@@ -178,112 +178,129 @@ API void xtc_norm_quant(const float* x, int M, int K, const float* w, const floa
     }
 }
 
-// T sums for an MR x NR tile (MR <= 3, NR <= 4) over `nc` chunks of 32 columns from column k0.
-// Accumulators are named variables (GCC keeps arrays of vectors in memory, costing a store each).
-#define XTC_MADD(i, j) if (MR > i && NR > j) a##i##j = _mm256_add_epi16(a##i##j, _mm256_maddubs_epi16(x##i, w##j))
-#define XTC_FLUSH(i, j) if (MR > i && NR > j) T[i][j] += hsum_epi32(_mm256_madd_epi16(a##i##j, ones))
+// Matrix kernel (many rows, prefill). The weight bits are first expanded to bytes in "lanes"
+// layout: P[(nb * S + s) * 32 + j * 4 + t] = -bit(w[8 nb + j][4 s + t]) (0 or -1), S = Kp / 4,
+// so that one vpmaddubsw of 4 broadcast activation bytes against 32 weight bytes gives 8 output
+// columns x 2 pair sums: outputs land in SIMD lanes and need no horizontal reduction.
+// Tiles of MR <= 4 rows x NR <= 2 blocks of 8 columns; int16 partial sums flushed to int32 every
+// 64 steps (|sum| <= 64 * 510 < 32768) and at every group end.
+static void expand_lanes(const uint8_t* bits, int N, int Kp, int nb, int8_t* P) {
+    static uint64_t lut[256];
+    static int ready = 0;
+    if (!ready) {  // byte of 8 bits -> two 4-byte fields of 0x00 / 0xFF (benign race: same values)
+        for (int b = 0; b < 256; b++) {
+            uint64_t v = 0;
+            for (int t = 0; t < 8; t++)
+                if (b >> t & 1) v |= (uint64_t)0xFF << (8 * t);
+            lut[b] = v;
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    const int S = Kp / 4, bytes = Kp / 8;
+    uint32_t* out = (uint32_t*)(P + (size_t)nb * S * 32);
+    for (int j = 0; j < 8; j++) {
+        int n = nb * 8 + j;
+        if (n >= N) {
+            for (int s = 0; s < S; s++) out[(size_t)s * 8 + j] = 0;
+            continue;
+        }
+        const uint8_t* row = bits + (size_t)n * bytes;
+        for (int b = 0; b < bytes; b++) {
+            uint64_t v = lut[row[b]];
+            out[(size_t)(2 * b) * 8 + j] = (uint32_t)v;
+            out[(size_t)(2 * b + 1) * 8 + j] = (uint32_t)(v >> 32);
+        }
+    }
+}
+
+#define LM(i, j) if (MR > i && NR > j) a##i##j = _mm256_add_epi16(a##i##j, _mm256_maddubs_epi16(x##i, w##j))
+#define LF(i, j) if (MR > i && NR > j) T[i][j] = _mm256_add_epi32(T[i][j], _mm256_madd_epi16(a##i##j, ones))
 template <int MR, int NR>
-static inline void tile_T(const uint8_t* const* xr, const int8_t* const* wr, int k0, int nc, int32_t (*T)[NR]) {
+static void ltile(int m0, int nb0, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
+                  const int8_t* P, const float* alpha_t, const int32_t* pc_t, int Np, const float* bias, float* y,
+                  int ldy, int beta) {
+    const int S = Kp / 4, G = Kp / gl, spg = gl / 4;
     const __m256i ones = _mm256_set1_epi16(1);
-    const uint8_t* p0 = xr[0];
-    const uint8_t* p1 = xr[MR > 1 ? 1 : 0];
-    const uint8_t* p2 = xr[MR > 2 ? 2 : 0];
-    const int8_t* q0 = wr[0];
-    const int8_t* q1 = wr[NR > 1 ? 1 : 0];
-    const int8_t* q2 = wr[NR > 2 ? 2 : 0];
-    const int8_t* q3 = wr[NR > 3 ? 3 : 0];
-    for (int c0 = 0; c0 < nc; c0 += 64) {
-        int c1 = c0 + 64 < nc ? c0 + 64 : nc;
-        __m256i z = _mm256_setzero_si256();
-        __m256i a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z, a20 = z, a21 = z, a22 = z, a23 = z;
-        for (int c = c0; c < c1; c++) {
-            int k = k0 + c * 32;
-            __m256i w0 = _mm256_loadu_si256((const __m256i*)(q0 + k)), w1 = z, w2 = z, w3 = z;
-            if (NR > 1) w1 = _mm256_loadu_si256((const __m256i*)(q1 + k));
-            if (NR > 2) w2 = _mm256_loadu_si256((const __m256i*)(q2 + k));
-            if (NR > 3) w3 = _mm256_loadu_si256((const __m256i*)(q3 + k));
-            __m256i x0 = _mm256_loadu_si256((const __m256i*)(p0 + k));
-            XTC_MADD(0, 0); XTC_MADD(0, 1); XTC_MADD(0, 2); XTC_MADD(0, 3);
-            if (MR > 1) {
-                __m256i x1 = _mm256_loadu_si256((const __m256i*)(p1 + k));
-                XTC_MADD(1, 0); XTC_MADD(1, 1); XTC_MADD(1, 2); XTC_MADD(1, 3);
-            }
-            if (MR > 2) {
-                __m256i x2 = _mm256_loadu_si256((const __m256i*)(p2 + k));
-                XTC_MADD(2, 0); XTC_MADD(2, 1); XTC_MADD(2, 2); XTC_MADD(2, 3);
-            }
-        }
-        XTC_FLUSH(0, 0); XTC_FLUSH(0, 1); XTC_FLUSH(0, 2); XTC_FLUSH(0, 3);
-        XTC_FLUSH(1, 0); XTC_FLUSH(1, 1); XTC_FLUSH(1, 2); XTC_FLUSH(1, 3);
-        XTC_FLUSH(2, 0); XTC_FLUSH(2, 1); XTC_FLUSH(2, 2); XTC_FLUSH(2, 3);
-    }
-}
-#undef XTC_MADD
-#undef XTC_FLUSH
-
-template <int MR, int NR>
-static void tile(int m0, int n0, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
-                 const int8_t* wexp, const float* alpha, const int32_t* pc, const float* bias, float* y, int ldy,
-                 int beta) {
-    const int G = Kp / gl;
-    const uint8_t* xr[MR];
-    const int8_t* wr[NR];
-    for (int i = 0; i < MR; i++) xr[i] = u + (size_t)(m0 + i) * Kp;
-    for (int j = 0; j < NR; j++) wr[j] = wexp + (size_t)(n0 + j) * Kp;
-    float acc[MR][NR] = {};
-    for (int g = 0; g < G; g++) {
-        int32_t T[MR][NR] = {};
-        tile_T<MR, NR>(xr, wr, g * gl, gl / 32, T);
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) {
-                int n = n0 + j;
-                int32_t yi = -2 * T[i][j] - 256 * pc[(size_t)n * G + g] - qsum[(size_t)(m0 + i) * G + g];
-                acc[i][j] += alpha[(size_t)n * G + g] * (float)yi;
-            }
-    }
+    const uint8_t* u0 = u + (size_t)m0 * Kp;
+    const uint8_t* u1 = u0 + (MR > 1 ? Kp : 0);
+    const uint8_t* u2 = u0 + (MR > 2 ? 2 * (size_t)Kp : 0);
+    const uint8_t* u3 = u0 + (MR > 3 ? 3 * (size_t)Kp : 0);
+    const int8_t* p0 = P + (size_t)nb0 * S * 32;
+    const int8_t* p1 = p0 + (NR > 1 ? (size_t)S * 32 : 0);
+    __m256 F[MR][NR];
     for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) {
-            float v = acc[i][j] * sx[m0 + i];
-            if (bias) v += bias[n0 + j];
-            float* out = y + (size_t)(m0 + i) * ldy + n0 + j;
-            *out = beta ? *out + v : v;
+        for (int j = 0; j < NR; j++) F[i][j] = _mm256_setzero_ps();
+    for (int g = 0; g < G; g++) {
+        __m256i T[MR][NR];
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) T[i][j] = _mm256_setzero_si256();
+        for (int s0 = g * spg; s0 < (g + 1) * spg; s0 += 64) {
+            int s1 = s0 + 64 < (g + 1) * spg ? s0 + 64 : (g + 1) * spg;
+            __m256i z = _mm256_setzero_si256();
+            __m256i a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+            for (int s = s0; s < s1; s++) {
+                __m256i w0 = _mm256_loadu_si256((const __m256i*)(p0 + (size_t)s * 32)), w1 = z;
+                if (NR > 1) w1 = _mm256_loadu_si256((const __m256i*)(p1 + (size_t)s * 32));
+                __m256i x0 = _mm256_set1_epi32(*(const int32_t*)(u0 + 4 * s));
+                LM(0, 0); LM(0, 1);
+                if (MR > 1) { __m256i x1 = _mm256_set1_epi32(*(const int32_t*)(u1 + 4 * s)); LM(1, 0); LM(1, 1); }
+                if (MR > 2) { __m256i x2 = _mm256_set1_epi32(*(const int32_t*)(u2 + 4 * s)); LM(2, 0); LM(2, 1); }
+                if (MR > 3) { __m256i x3 = _mm256_set1_epi32(*(const int32_t*)(u3 + 4 * s)); LM(3, 0); LM(3, 1); }
+            }
+            LF(0, 0); LF(0, 1); LF(1, 0); LF(1, 1); LF(2, 0); LF(2, 1); LF(3, 0); LF(3, 1);
         }
+        for (int j = 0; j < NR; j++) {
+            size_t n0 = (size_t)(nb0 + j) * 8;
+            __m256i p = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i*)(pc_t + (size_t)g * Np + n0)), 8);
+            __m256 al = _mm256_loadu_ps(alpha_t + (size_t)g * Np + n0);
+            for (int i = 0; i < MR; i++) {
+                __m256i yi = _mm256_sub_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(T[i][j], 1)), p);
+                yi = _mm256_sub_epi32(yi, _mm256_set1_epi32(qsum[(size_t)(m0 + i) * G + g]));
+                F[i][j] = _mm256_fmadd_ps(al, _mm256_cvtepi32_ps(yi), F[i][j]);
+            }
+        }
+    }
+    for (int j = 0; j < NR; j++) {
+        int n0 = (nb0 + j) * 8, cols = N - n0 < 8 ? N - n0 : 8;
+        for (int i = 0; i < MR; i++) {
+            alignas(32) float v[8];
+            _mm256_store_ps(v, _mm256_mul_ps(F[i][j], _mm256_set1_ps(sx[m0 + i])));
+            float* out = y + (size_t)(m0 + i) * ldy + n0;
+            for (int c = 0; c < cols; c++) {
+                float r = v[c] + (bias ? bias[n0 + c] : 0.0f);
+                out[c] = beta ? out[c] + r : r;
+            }
+        }
+    }
 }
+#undef LM
+#undef LF
 
-typedef void (*tile_fn)(int, int, int, int, const uint8_t*, const float*, const int32_t*, const int8_t*,
-                        const float*, const int32_t*, const float*, float*, int, int);
-#define MRMAX 2
-#define NRMAX 3
-static const tile_fn TILES[MRMAX][NRMAX] = {
-    {tile<1, 1>, tile<1, 2>, tile<1, 3>},
-    {tile<2, 1>, tile<2, 2>, tile<2, 3>},
-};
+typedef void (*ltile_fn)(int, int, int, int, int, const uint8_t*, const float*, const int32_t*, const int8_t*,
+                         const float*, const int32_t*, int, const float*, float*, int, int);
+static const ltile_fn LTILES[4][2] = {
+    {ltile<1, 1>, ltile<1, 2>}, {ltile<2, 1>, ltile<2, 2>}, {ltile<3, 1>, ltile<3, 2>}, {ltile<4, 1>, ltile<4, 2>}};
 
 // y[M, N] (+)= (u - 128) @ W^T for binary W (bit-packed N x Kp/8), scaled per row/group, plus bias;
-// beta = 1 adds to y (a residual). `wexp` is scratch of N * Kp bytes for the expanded weights.
-// Use for M >= a few rows.
+// beta = 1 adds to y (a residual). alpha_t / pc_t: scales and bit counts as (groups, Np), Np = N
+// rounded up to 8 (zero padded). `P` is scratch of Np * Kp bytes. Use for M >= a few rows.
 API void xtc_gemm_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
-                     const uint8_t* bits, const float* alpha, const int32_t* pc, const float* bias,
-                     float* y, int ldy, int beta, int8_t* wexp, int mb) {
-    const int words = Kp / 32;
+                     const uint8_t* bits, const float* alpha_t, const int32_t* pc_t, const float* bias,
+                     float* y, int ldy, int beta, int8_t* P, int mb) {
+    const int nblocks = (N + 7) / 8, Np = nblocks * 8;
+    const int pairs = (nblocks + 1) / 2;
 #pragma omp parallel if ((double)M * N * Kp > 2e5)
     {
 #pragma omp for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const uint32_t* src = (const uint32_t*)(bits + (size_t)n * (Kp / 8));
-            __m256i* dst = (__m256i*)(wexp + (size_t)n * Kp);
-            for (int w = 0; w < words; w++) _mm256_storeu_si256(dst + w, expand_bits(src[w]));
-        }
-        // Tiles: blocks of mb rows (activations stay in cache) x NRMAX columns, split over threads.
-        const int nblocks = (N + NRMAX - 1) / NRMAX;
+        for (int nb = 0; nb < nblocks; nb++) expand_lanes(bits, N, Kp, nb, P);
         for (int mb0 = 0; mb0 < M; mb0 += mb) {
             int mb1 = mb0 + mb < M ? mb0 + mb : M;
 #pragma omp for schedule(static) nowait
-            for (int nb = 0; nb < nblocks; nb++) {
-                int n0 = nb * NRMAX, nr = N - n0 < NRMAX ? N - n0 : NRMAX;
-                for (int m0 = mb0; m0 < mb1; m0 += MRMAX) {
-                    int mr = mb1 - m0 < MRMAX ? mb1 - m0 : MRMAX;
-                    TILES[mr - 1][nr - 1](m0, n0, Kp, gl, u, sx, qsum, wexp, alpha, pc, bias, y, ldy, beta);
+            for (int pb = 0; pb < pairs; pb++) {
+                int nb0 = pb * 2, nr = nblocks - nb0 < 2 ? nblocks - nb0 : 2;
+                for (int m0 = mb0; m0 < mb1; m0 += 4) {
+                    int mr = mb1 - m0 < 4 ? mb1 - m0 : 4;
+                    LTILES[mr - 1][nr - 1](m0, nb0, N, Kp, gl, u, sx, qsum, P, alpha_t, pc_t, Np, bias, y, ldy, beta);
                 }
             }
         }

@@ -149,8 +149,16 @@ class BinaryLinear:
         self._pointers()
 
     def _pointers(self) -> None:
+        # The matrix kernel wants scales and bit counts as (groups, rows rounded up to 8).
+        rows, groups = self.alpha.shape
+        self.rows8 = -(-rows // 8) * 8
+        self.alpha_t = np.zeros((groups, self.rows8), np.float32)
+        self.alpha_t[:, :rows] = self.alpha.T
+        self.popcount_t = np.zeros((groups, self.rows8), np.int32)
+        self.popcount_t[:, :rows] = self.popcount.T
         # Cached raw addresses: `ndarray.ctypes.data` costs microseconds, a decode step has dozens.
         self.ptrs = (self.bits.ctypes.data, self.alpha.ctypes.data, self.popcount.ctypes.data, _ptr(self.bias))
+        self.ptrs_t = (self.bits.ctypes.data, self.alpha_t.ctypes.data, self.popcount_t.ctypes.data, _ptr(self.bias))
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> "BinaryLinear":
@@ -183,11 +191,11 @@ class BinaryLinear:
 
     def run(self, rt: "Runtime", m: int, work: "_Work", y: int, ldy: int, beta: int) -> None:
         """y (+)= the product for `m` rows already quantised into `work` (raw addresses)."""
-        args = (m, self.out_features, self.padded, self.kgroup, work.u, work.sx, work.qsum, *self.ptrs, y, ldy, beta)
+        head = (m, self.out_features, self.padded, self.kgroup, work.u, work.sx, work.qsum)
         if m <= rt.gemv_rows:
-            rt.lib.xtc_gemv_b1(*args)
+            rt.lib.xtc_gemv_b1(*head, *self.ptrs, y, ldy, beta)
         else:
-            rt.lib.xtc_gemm_b1(*args, rt.scratch(self.out_features * self.padded), rt.block_rows)
+            rt.lib.xtc_gemm_b1(*head, *self.ptrs_t, y, ldy, beta, rt.scratch(self.rows8 * self.padded), rt.block_rows)
 
     @staticmethod
     def concat(parts: list["BinaryLinear"]) -> "BinaryLinear":
