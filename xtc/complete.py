@@ -39,17 +39,28 @@ class Cancelled(Exception):
     pass
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level BPE alphabet: byte -> printable character (as in GPT-2's tokenizer;
+    defined here because transformers 5 no longer exports it, and importing transformers costs
+    ~50 MB of memory in a process that does not otherwise need it)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars)))
+
+
 def _token_texts(tokenizer) -> tuple[list[str], set[int]]:
     """The text of every vocabulary entry, and the ids of special tokens."""
     vocab_size = len(tokenizer)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     special |= {i for i in getattr(tokenizer, "added_tokens_decoder", {}) if tokenizer.added_tokens_decoder[i].special}
     pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    try:
-        from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-        byte_of = {c: b for b, c in bytes_to_unicode().items()}
-    except ImportError:  # pragma: no cover
-        byte_of = {}
+    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
     texts = []
     for i, piece in enumerate(pieces):
         if i in special or piece is None:
