@@ -187,7 +187,7 @@ def test_binary_kernel_matches_dense_math(rows, width, group):
     lin = BinaryLinear.from_codes(codes.numpy(), scale.numpy(), bias)
     x = (rng.standard_normal((rows, width)) * 3).astype(np.float32)
     rt = Runtime.__new__(Runtime)
-    rt.lib, rt._scratch = _kernels.load(), np.empty(0, np.int8)
+    rt.lib, rt._scratch, rt._tables = _kernels.load(), np.empty(0, np.int8), np.empty(0, np.uint8)
     got = lin(x, rt)
     ref = lin(x, None)  # numpy: quantise, dense dequantised weights
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)

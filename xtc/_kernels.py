@@ -283,11 +283,12 @@ static const ltile_fn LTILES[4][2] = {
 
 // y[M, N] (+)= (u - 128) @ W^T for binary W (bit-packed N x Kp/8), scaled per row/group, plus bias;
 // beta = 1 adds to y (a residual). alpha_t / pc_t: scales and bit counts as (groups, Np), Np = N
-// rounded up to 8 (zero padded). `P` is scratch of Np * Kp bytes. Use for M >= a few rows.
+// rounded up to 32 (zero padded). `P` is scratch of (N rounded up to 8) * Kp bytes. Use for M >= a
+// few rows.
 API void xtc_gemm_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
                      const uint8_t* bits, const float* alpha_t, const int32_t* pc_t, const float* bias,
                      float* y, int ldy, int beta, int8_t* P, int mb) {
-    const int nblocks = (N + 7) / 8, Np = nblocks * 8;
+    const int nblocks = (N + 7) / 8, Np = (N + 31) / 32 * 32;  // Np: row stride of alpha_t / pc_t
     const int pairs = (nblocks + 1) / 2;
 #pragma omp parallel if ((double)M * N * Kp > 2e5)
     {
@@ -302,6 +303,80 @@ API void xtc_gemm_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float
                     int mr = mb1 - m0 < 4 ? mb1 - m0 : 4;
                     LTILES[mr - 1][nr - 1](m0, nb0, N, Kp, gl, u, sx, qsum, P, alpha_t, pc_t, Np, bias, y, ldy, beta);
                 }
+            }
+        }
+    }
+}
+
+// Matrix-vector kernel for decoding (T-MAC style lookup tables). For each group of 4 activation
+// codes q, a 16-entry table holds the sum of q over every subset (the weights that are +1); the
+// 4 weight bits of a row are the index. Tables are int16, split in low and high bytes so that
+// vpshufb looks up 32 rows at once. Weights in "lut" layout: W[(rb * S + s) * 16 + i] holds the
+// nibble (k = 4s..4s+3) of row 32 rb + i (low half) and of row 32 rb + 16 + i (high half).
+// sum_k w_k q_k = 2 sum_s E_s[nibble] - sum_k q_k.
+static void build_tables(const uint8_t* ur, int S, uint8_t* L) {
+    for (int s = 0; s < S; s++) {
+        int q0 = ur[4 * s] - 128, q1 = ur[4 * s + 1] - 128, q2 = ur[4 * s + 2] - 128, q3 = ur[4 * s + 3] - 128;
+        uint8_t* t = L + (size_t)s * 32;
+        for (int v = 0; v < 16; v++) {
+            int e = (v & 1 ? q0 : 0) + (v & 2 ? q1 : 0) + (v & 4 ? q2 : 0) + (v & 8 ? q3 : 0);
+            t[v] = (uint8_t)(e & 0xFF);
+            t[16 + v] = (uint8_t)((e >> 8) & 0xFF);
+        }
+    }
+}
+
+// y[M, N] (+)= the binary product for a few rows. alpha_t: (groups, Np32), Np32 = N rounded up to
+// 32. `tables` is scratch of M * Kp * 8 bytes.
+API void xtc_gemv_lut(int M, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
+                      const uint8_t* W, const float* alpha_t, int Np32, const float* bias, float* y, int ldy,
+                      int beta, uint8_t* tables) {
+    const int S = Kp / 4, G = Kp / gl, spg = gl / 4, blocks = (N + 31) / 32;
+    for (int m = 0; m < M; m++) build_tables(u + (size_t)m * Kp, S, tables + (size_t)m * S * 32);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+#pragma omp parallel for schedule(static) if ((double)M * N * Kp > 2e5)
+    for (int rb = 0; rb < blocks; rb++) {
+        const uint8_t* wb = W + (size_t)rb * S * 16;
+        for (int m = 0; m < M; m++) {
+            const uint8_t* L = tables + (size_t)m * S * 32;
+            __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+            for (int g = 0; g < G; g++) {
+                __m256i r0 = _mm256_setzero_si256(), r1 = r0, r2 = r0, r3 = r0;
+                for (int s0 = g * spg; s0 < (g + 1) * spg; s0 += 64) {
+                    int s1 = s0 + 64 < (g + 1) * spg ? s0 + 64 : (g + 1) * spg;
+                    __m256i alo = _mm256_setzero_si256(), ahi = alo;
+                    for (int s = s0; s < s1; s++) {
+                        __m128i b = _mm_loadu_si128((const __m128i*)(wb + (size_t)s * 16));
+                        __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low4);
+                        __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(L + (size_t)s * 32)));
+                        __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(L + (size_t)s * 32 + 16)));
+                        __m256i lo = _mm256_shuffle_epi8(tlo, v), hi = _mm256_shuffle_epi8(thi, v);
+                        alo = _mm256_add_epi16(alo, _mm256_unpacklo_epi8(lo, hi));  // rows 0-7 | 16-23
+                        ahi = _mm256_add_epi16(ahi, _mm256_unpackhi_epi8(lo, hi));  // rows 8-15 | 24-31
+                    }
+                    r0 = _mm256_add_epi32(r0, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(alo)));
+                    r1 = _mm256_add_epi32(r1, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(ahi)));
+                    r2 = _mm256_add_epi32(r2, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(alo, 1)));
+                    r3 = _mm256_add_epi32(r3, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(ahi, 1)));
+                }
+                const __m256i qs = _mm256_set1_epi32(qsum[(size_t)m * G + g]);
+                const float* al = alpha_t + (size_t)g * Np32 + (size_t)rb * 32;
+                f0 = _mm256_fmadd_ps(_mm256_loadu_ps(al), _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_slli_epi32(r0, 1), qs)), f0);
+                f1 = _mm256_fmadd_ps(_mm256_loadu_ps(al + 8), _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_slli_epi32(r1, 1), qs)), f1);
+                f2 = _mm256_fmadd_ps(_mm256_loadu_ps(al + 16), _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_slli_epi32(r2, 1), qs)), f2);
+                f3 = _mm256_fmadd_ps(_mm256_loadu_ps(al + 24), _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_slli_epi32(r3, 1), qs)), f3);
+            }
+            alignas(32) float v[32];
+            const __m256 s = _mm256_set1_ps(sx[m]);
+            _mm256_store_ps(v, _mm256_mul_ps(f0, s));
+            _mm256_store_ps(v + 8, _mm256_mul_ps(f1, s));
+            _mm256_store_ps(v + 16, _mm256_mul_ps(f2, s));
+            _mm256_store_ps(v + 24, _mm256_mul_ps(f3, s));
+            int n0 = rb * 32, cols = N - n0 < 32 ? N - n0 : 32;
+            float* out = y + (size_t)m * ldy + n0;
+            for (int c = 0; c < cols; c++) {
+                float r = v[c] + (bias ? bias[n0 + c] : 0.0f);
+                out[c] = beta ? out[c] + r : r;
             }
         }
     }
@@ -767,6 +842,7 @@ SIGNATURES = {
     "xtc_quant": ([_P, _I, _I, _I, _I, _I, _P, _P, _P], None),
     "xtc_gemm_b1": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _I], None),
     "xtc_gemv_b1": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I], None),
+    "xtc_gemv_lut": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _I, _P, _P, _I, _I, _P], None),
     "xtc_norm_quant": ([_P, _I, _I, _P, _P, _F, _I, _I, _I, _P, _P, _P], None),
     "xtc_rope_kv": ([_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I], None),
     "xtc_act_quant": ([_I, _P, _I, _I, _I, _I, _I, _P, _P, _P], None),

@@ -151,14 +151,23 @@ class BinaryLinear:
     def _pointers(self) -> None:
         # The matrix kernel wants scales and bit counts as (groups, rows rounded up to 8).
         rows, groups = self.alpha.shape
-        self.rows8 = -(-rows // 8) * 8
-        self.alpha_t = np.zeros((groups, self.rows8), np.float32)
+        self.rows8, self.rows32 = -(-rows // 8) * 8, -(-rows // 32) * 32
+        self.alpha_t = np.zeros((groups, self.rows32), np.float32)
         self.alpha_t[:, :rows] = self.alpha.T
-        self.popcount_t = np.zeros((groups, self.rows8), np.int32)
+        self.popcount_t = np.zeros((groups, self.rows32), np.int32)
         self.popcount_t[:, :rows] = self.popcount.T
+        # Decoding kernel layout: per block of 32 rows and 4 columns, 16 bytes holding row i's
+        # 4 bits (low nibble) and row 16 + i's (high nibble).
+        steps = self.padded // 4
+        nibbles = np.zeros((self.rows32, steps), np.uint8)
+        nibbles[:rows, 0::2] = self.bits & 0x0F
+        nibbles[:rows, 1::2] = self.bits >> 4
+        blocks = nibbles.reshape(-1, 32, steps)
+        self.lut_bits = np.ascontiguousarray((blocks[:, :16] | (blocks[:, 16:] << 4)).transpose(0, 2, 1))
         # Cached raw addresses: `ndarray.ctypes.data` costs microseconds, a decode step has dozens.
         self.ptrs = (self.bits.ctypes.data, self.alpha.ctypes.data, self.popcount.ctypes.data, _ptr(self.bias))
         self.ptrs_t = (self.bits.ctypes.data, self.alpha_t.ctypes.data, self.popcount_t.ctypes.data, _ptr(self.bias))
+        self.ptrs_lut = (self.lut_bits.ctypes.data, self.alpha_t.ctypes.data, self.rows32, _ptr(self.bias))
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> "BinaryLinear":
@@ -193,7 +202,7 @@ class BinaryLinear:
         """y (+)= the product for `m` rows already quantised into `work` (raw addresses)."""
         head = (m, self.out_features, self.padded, self.kgroup, work.u, work.sx, work.qsum)
         if m <= rt.gemv_rows:
-            rt.lib.xtc_gemv_b1(*head, *self.ptrs, y, ldy, beta)
+            rt.lib.xtc_gemv_lut(*head, *self.ptrs_lut, y, ldy, beta, rt.tables(m * self.padded * 8))
         else:
             rt.lib.xtc_gemm_b1(*head, *self.ptrs_t, y, ldy, beta, rt.scratch(self.rows8 * self.padded), rt.block_rows)
 
@@ -390,6 +399,7 @@ class Runtime:
         self.blocks = spec.blocks
         self.attn_scale = spec.attn_scale or 1.0 / math.sqrt(self.head_dim)
         self._scratch = np.empty(0, np.int8)
+        self._tables = np.empty(0, np.uint8)
         self.loader = "model"
         self.cache = self._empty_cache()
         self.fused = [self._can_fuse(b) for b in self.blocks]
@@ -438,6 +448,11 @@ class Runtime:
         self._kv_ptrs = [(k.ctypes.data, v.ctypes.data) for k, v in zip(cache.keys, cache.values)]
         self._cap = cap
         return cache
+
+    def tables(self, nbytes: int) -> int:
+        if self._tables.size < nbytes:
+            self._tables = np.empty(nbytes, np.uint8)
+        return self._tables.ctypes.data
 
     def scratch(self, nbytes: int) -> int:
         if self._scratch.size < nbytes:
