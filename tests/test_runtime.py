@@ -232,3 +232,23 @@ def test_run_bench_reports_the_spec_fields(models, tokenizer, tmp_path):
     assert r["disk_mb"] == pytest.approx(pack.weight_files_mb(tmp_path / "packed"), abs=0.01)
     assert 0 < r["warm_latency_ms"] and 0 < r["latency_ms"] and r["rss_mb"] > 0
     assert r["loader"] == "direct"
+
+
+@pytest.mark.skipif(not HAVE_KERNELS, reason="no compiled kernels on this machine")
+def test_thread_count_holds_on_worker_threads(models, tokenizer):
+    """The language server runs inference on a worker thread: it must get the threads asked for."""
+    import threading
+
+    torch_threads = torch.get_num_threads()
+    lib = _kernels.load()
+    try:
+        for threads in (1, 2):
+            Runtime(models["llama", "w1a8"], tokenizer, threads=threads)
+            seen = []
+            worker = threading.Thread(target=lambda: seen.append(lib.xtc_threads_used()))
+            worker.start()
+            worker.join()
+            assert seen == [threads] and lib.xtc_threads_used() == threads
+    finally:
+        torch.set_num_threads(torch_threads)
+        lib.xtc_set_threads(Runtime(models["llama", "plain"], tokenizer).threads)

@@ -25,8 +25,12 @@ SOURCE = r"""
 // weight bit and w = 2b - 1:
 //   sum_k w_k q_k = 2 sum_k b_k q_k - sum_k q_k,
 //   sum_k b_k q_k = -T - 128 popcount(b),  T = sum_k u_k * (-b_k)    (vpmaddubsw: u8 x s8)
-// T is accumulated exactly in int16 lanes (|pair| <= 510, flushed every 64 chunks of 32) and then
-// int32, so the integer part is exact; only the per-row/group scales are floating point.
+// T is accumulated exactly in int16 lanes (|pair| <= 510, flushed every 64 steps) and then int32,
+// so the integer part is exact; only the per-row/group scales are floating point. Prefill (many
+// rows) uses that matrix kernel (xtc_gemm_b1); decoding (a few rows) looks the sums up in
+// per-token tables instead (xtc_gemv_lut), reading the weights at one bit each.
+// Plain fp32 linears use a panel GEMM (xtc_gemm_f32); attention, norms, RoPE and activations
+// have their own kernels, so one OpenMP thread pool does all the work.
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -77,18 +81,25 @@ static inline __m256 exp256(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-// 32 weight bits -> 32 bytes, 0xFF (-1) where the bit is set, 0 elsewhere.
-static inline __m256i expand_bits(uint32_t word) {
-    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)word), shuf);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+API int xtc_version(void) { return 4; }
+
+// Threads for every parallel region, whichever thread calls (omp_set_num_threads would only set
+// the calling thread's default, and the language server runs inference on a worker thread).
+static int xtc_threads = 0;
+#define NT num_threads(xtc_threads > 0 ? xtc_threads : omp_get_max_threads())
+
+API void xtc_set_threads(int n) { xtc_threads = n > 0 ? n : 1; }
+
+// How many threads a parallel region gets from the calling thread (for tests).
+API int xtc_threads_used(void) {
+    int used = 0;
+#pragma omp parallel NT
+    {
+#pragma omp single
+        used = omp_get_num_threads();
+    }
+    return used;
 }
-
-API int xtc_version(void) { return 3; }
-
-API void xtc_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
 
 // Per-row 8-bit activation quantisation, exactly as xtc.quant.quantize_activations:
 // scale = max(amax, 1e-8) / 127, q = clamp(rint(x / scale)). Writes u = q + 128 over Kp columns
@@ -130,7 +141,7 @@ static void quant_row(const float* xr, int K, int Kp, int gl, uint8_t* ur, float
 
 API void xtc_quant(const float* x, int M, int K, int ldx, int Kp, int gl, uint8_t* u, float* sx, int32_t* qsum) {
     const int G = Kp / gl;
-#pragma omp parallel for schedule(static) if (M > 8)
+#pragma omp parallel for NT schedule(static) if (M > 8)
     for (int m = 0; m < M; m++)
         quant_row(x + (size_t)m * ldx, K, Kp, gl, u + (size_t)m * Kp, sx + m, qsum + (size_t)m * G);
 }
@@ -166,7 +177,7 @@ static void norm_row(const float* xr, int K, const float* w, const float* b, flo
 API void xtc_norm_quant(const float* x, int M, int K, const float* w, const float* b, float eps, int rms,
                         int Kp, int gl, uint8_t* u, float* sx, int32_t* qsum) {
     const int G = Kp / gl;
-#pragma omp parallel if (M > 8)
+#pragma omp parallel NT if (M > 8)
     {
         float* row = (float*)malloc(sizeof(float) * (size_t)K);
 #pragma omp for schedule(static)
@@ -290,7 +301,7 @@ API void xtc_gemm_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float
                      float* y, int ldy, int beta, int8_t* P, int mb) {
     const int nblocks = (N + 7) / 8, Np = (N + 31) / 32 * 32;  // Np: row stride of alpha_t / pc_t
     const int pairs = (nblocks + 1) / 2;
-#pragma omp parallel if ((double)M * N * Kp > 2e5)
+#pragma omp parallel NT if ((double)M * N * Kp > 2e5)
     {
 #pragma omp for schedule(static)
         for (int nb = 0; nb < nblocks; nb++) expand_lanes(bits, N, Kp, nb, P);
@@ -334,7 +345,7 @@ API void xtc_gemv_lut(int M, int N, int Kp, int gl, const uint8_t* u, const floa
     const int S = Kp / 4, G = Kp / gl, spg = gl / 4, blocks = (N + 31) / 32;
     for (int m = 0; m < M; m++) build_tables(u + (size_t)m * Kp, S, tables + (size_t)m * S * 32);
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-#pragma omp parallel for schedule(static) if ((double)M * N * Kp > 2e5)
+#pragma omp parallel for NT schedule(static) if ((double)M * N * Kp > 2e5)
     for (int rb = 0; rb < blocks; rb++) {
         const uint8_t* wb = W + (size_t)rb * S * 16;
         for (int m = 0; m < M; m++) {
@@ -378,46 +389,6 @@ API void xtc_gemv_lut(int M, int N, int Kp, int gl, const uint8_t* u, const floa
                 float r = v[c] + (bias ? bias[n0 + c] : 0.0f);
                 out[c] = beta ? out[c] + r : r;
             }
-        }
-    }
-}
-
-// The same product for a few rows (decoding): bits are expanded in registers, never stored.
-API void xtc_gemv_b1(int M, int N, int Kp, int gl, const uint8_t* u, const float* sx, const int32_t* qsum,
-                     const uint8_t* bits, const float* alpha, const int32_t* pc, const float* bias,
-                     float* y, int ldy, int beta) {
-    const int G = Kp / gl, wpg = gl / 32;
-    const __m256i ones = _mm256_set1_epi16(1);
-#pragma omp parallel for schedule(static) if ((double)M * N * Kp > 2e5)
-    for (int n = 0; n < N; n++) {
-        const uint32_t* src = (const uint32_t*)(bits + (size_t)n * (Kp / 8));
-        for (int m = 0; m < M; m++) {
-            const uint8_t* xr = u + (size_t)m * Kp;
-            float acc = 0.0f;
-            for (int g = 0; g < G; g++) {
-                int32_t T = 0;
-                for (int c0 = 0; c0 < wpg; c0 += 64) {
-                    int c1 = c0 + 64 < wpg ? c0 + 64 : wpg;
-                    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-                    int c = c0;
-                    for (; c + 2 <= c1; c += 2) {
-                        int w = g * wpg + c;
-                        a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(xr + w * 32)), expand_bits(src[w])));
-                        a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(xr + w * 32 + 32)), expand_bits(src[w + 1])));
-                    }
-                    for (; c < c1; c++) {
-                        int w = g * wpg + c;
-                        a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)(xr + w * 32)), expand_bits(src[w])));
-                    }
-                    T += hsum_epi32(_mm256_add_epi32(_mm256_madd_epi16(a0, ones), _mm256_madd_epi16(a1, ones)));
-                }
-                int32_t yi = -2 * T - 256 * pc[(size_t)n * G + g] - qsum[(size_t)m * G + g];
-                acc += alpha[(size_t)n * G + g] * (float)yi;
-            }
-            float v = acc * sx[m];
-            if (bias) v += bias[n];
-            float* out = y + (size_t)m * ldy + n;
-            *out = beta ? *out + v : v;
         }
     }
 }
@@ -494,7 +465,7 @@ API void xtc_gemm_f32(int M, int N, int K, const float* x, int ldx, const float*
                       int ldy, int beta) {
     const int panels = (N + 15) / 16;
     const int mb = 48;  // rows per block: 6-row tiles share each panel while it is in cache
-#pragma omp parallel if ((double)M * N * K > 2e5)
+#pragma omp parallel NT if ((double)M * N * K > 2e5)
     for (int mb0 = 0; mb0 < M; mb0 += mb) {
         int mb1 = mb0 + mb < M ? mb0 + mb : M;
 #pragma omp for schedule(static) nowait
@@ -508,7 +479,7 @@ API void xtc_gemm_f32(int M, int N, int K, const float* x, int ldx, const float*
 
 // y[M, N] = x[M, K] @ W^T for a row-major fp32 table W (N x K): the head of a plain model.
 API void xtc_gemv_f32rows(int M, int N, int K, const float* x, int ldx, const float* W, float* y, int ldy) {
-#pragma omp parallel for schedule(static) if ((double)M * N * K > 1e5)
+#pragma omp parallel for NT schedule(static) if ((double)M * N * K > 1e5)
     for (int n = 0; n < N; n++) {
         const float* wr = W + (size_t)n * K;
         for (int m = 0; m < M; m++) {
@@ -531,7 +502,7 @@ API void xtc_gemv_f32rows(int M, int N, int K, const float* x, int ldx, const fl
 API void xtc_gemv_i8f(int M, int N, int K, int gl, const float* x, int ldx, const int8_t* codes,
                       const float* scale, float* y, int ldy) {
     const int G = K / gl;
-#pragma omp parallel for schedule(static) if ((double)M * N * K > 1e5)
+#pragma omp parallel for NT schedule(static) if ((double)M * N * K > 1e5)
     for (int n = 0; n < N; n++) {
         const int8_t* cr = codes + (size_t)n * K;
         for (int m = 0; m < M; m++) {
@@ -678,7 +649,7 @@ API void xtc_attention(int n, int start, int H, int KVH, int hd, const float* q,
     const int group = H / KVH;
     const int rows = n * group;  // per kv head, ordered (query, head in group)
     const int per = (rows + 3) / 4;
-#pragma omp parallel if ((double)KVH * n * group * (start + n) * hd > 1e5)
+#pragma omp parallel NT if ((double)KVH * n * group * (start + n) * hd > 1e5)
     {
         float* s = (float*)aligned_alloc(32, sizeof(float) * 4 * (size_t)cap);
 #pragma omp for schedule(dynamic, 2)
@@ -711,14 +682,14 @@ API void xtc_attention(int n, int start, int H, int KVH, int hd, const float* q,
 // RMSNorm (Llama) or LayerNorm (GPT-2) per row.
 API void xtc_norm(const float* x, int M, int K, int ldx, const float* w, const float* b, float eps, int rms,
                   float* out, int ldo) {
-#pragma omp parallel for schedule(static) if (M > 16)
+#pragma omp parallel for NT schedule(static) if (M > 16)
     for (int m = 0; m < M; m++) norm_row(x + (size_t)m * ldx, K, w, b, eps, rms, out + (size_t)m * ldo);
 }
 
 // Rotary embedding in place for `heads` heads of hd per token (transformers' rotate_half form).
 API void xtc_rope(float* x, int n, int heads, int hd, int ld, const float* cos, const float* sin, int start) {
     const int half = hd / 2;
-#pragma omp parallel for schedule(static) if (n > 16)
+#pragma omp parallel for NT schedule(static) if (n > 16)
     for (int i = 0; i < n; i++) {
         const float* c = cos + (size_t)(start + i) * hd;
         const float* s = sin + (size_t)(start + i) * hd;
@@ -735,7 +706,7 @@ API void xtc_rope(float* x, int n, int heads, int hd, int ld, const float* cos, 
 
 // out[m, f] = silu(gu[m, f]) * gu[m, F + f]   (Llama MLP on the fused gate/up output)
 API void xtc_silu_mul(const float* gu, int M, int F, int ld, float* out, int ldo) {
-#pragma omp parallel for schedule(static) if (M > 8)
+#pragma omp parallel for NT schedule(static) if (M > 8)
     for (int m = 0; m < M; m++) {
         const float* g = gu + (size_t)m * ld;
         const float* up = g + F;
@@ -756,7 +727,7 @@ API void xtc_silu_mul(const float* gu, int M, int F, int ld, float* out, int ldo
 API void xtc_rope_kv(float* qkv, int n, int start, int H, int KVH, int hd, int ld, const float* cos,
                      const float* sin, float* kp, float* vc, int cap) {
     const int half = hd / 2;
-#pragma omp parallel for schedule(static) if (n > 16)
+#pragma omp parallel for NT schedule(static) if (n > 16)
     for (int i = 0; i < n; i++) {
         float* row = qkv + (size_t)i * ld;
         int pos = start + i;
@@ -791,7 +762,7 @@ static inline float gelu_tanh1(float v) {
 API void xtc_act_quant(int kind, const float* a, int M, int F, int ld, int Kp, int gl, uint8_t* u, float* sx,
                        int32_t* qsum) {
     const int G = Kp / gl;
-#pragma omp parallel if (M > 8)
+#pragma omp parallel NT if (M > 8)
     {
         float* row = (float*)malloc(sizeof(float) * (size_t)F);
 #pragma omp for schedule(static)
@@ -818,7 +789,7 @@ API void xtc_act_quant(int kind, const float* a, int M, int F, int ld, int Kp, i
 
 // GELU, tanh approximation (GPT-2's gelu_new), in place.
 API void xtc_gelu_tanh(float* x, long n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for NT schedule(static) if (n > 65536)
     for (long i = 0; i < n; i++) {
         float v = x[i];
         x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
@@ -839,9 +810,9 @@ _F = ctypes.c_float
 SIGNATURES = {
     "xtc_version": ([], _I),
     "xtc_set_threads": ([_I], None),
+    "xtc_threads_used": ([], _I),
     "xtc_quant": ([_P, _I, _I, _I, _I, _I, _P, _P, _P], None),
     "xtc_gemm_b1": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _I], None),
-    "xtc_gemv_b1": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I], None),
     "xtc_gemv_lut": ([_I, _I, _I, _I, _P, _P, _P, _P, _P, _I, _P, _P, _I, _I, _P], None),
     "xtc_norm_quant": ([_P, _I, _I, _P, _P, _F, _I, _I, _I, _P, _P, _P], None),
     "xtc_rope_kv": ([_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I], None),

@@ -12,7 +12,13 @@ its weights once; other sources (`.gguf`, hub ids) are loaded through transforme
 Binary linears (1-bit weights, 8-bit activations, XTC's W1A8) run on the bit-packed weights:
 activations are quantised per token to int8 exactly as `xtc.quant` does, the +-1 products are
 summed exactly in integers, and the per-row (or group) scales are applied in fp32, so the result
-equals the fake-quantised student's up to float rounding. Every other linear is an fp32 matmul.
+equals the fake-quantised student's up to float rounding. Every other linear (plain models,
+ternary or unquantised-activation students) is an fp32 matmul on dequantised weights.
+
+A block whose linears are all binary runs as ten kernel calls on preallocated buffers (norm and
+quantisation fused, q/k/v and gate/up fused, residual adds in the matmul epilogue); the last
+layer of a prefill computes attention and MLP for the last position only (the only one the head
+reads). The output head multiplies the int8 (or fp32) embedding table directly.
 """
 
 from __future__ import annotations
