@@ -873,6 +873,13 @@ def load() -> ctypes.CDLL | None:
             return None
         digest = hashlib.sha256((SOURCE + " ".join(FLAGS)).encode()).hexdigest()[:16]
         target = cache_dir() / f"xtc-kernels-{digest}.so"
+        # OpenMP threads spin ~300k iterations at each barrier before sleeping. On a machine
+        # shared with other busy programs (another OpenMP/torch process above all), two spinning
+        # teams starve each other: decoding measured 100x slower. A short spin keeps the quiet
+        # speed (regions follow each other within microseconds) and yields the cores under load.
+        # Only effective if libgomp is not loaded yet (it reads its settings once).
+        if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+            os.environ["GOMP_SPINCOUNT"] = "1000"
         try:
             if not target.exists():
                 _build(target)
