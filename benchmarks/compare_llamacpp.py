@@ -104,7 +104,7 @@ def worker_transformers(args, cold: str, warm: str) -> dict:
 
 def worker_ours(args, model: str) -> dict:
     sys.path.insert(0, str(ROOT))
-    from xtc.bench import run_bench
+    from xtc.eval.speed import run_bench
 
     text = args.prompt_file.read_text(encoding="utf-8") if args.prompt_file else None
     r = run_bench(model, prompt_text=text, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens,
@@ -117,8 +117,8 @@ def worker_ours(args, model: str) -> dict:
 # -- orchestration ------------------------------------------------------------------------------
 def prompt_pair(args) -> tuple[str, str]:
     sys.path.insert(0, str(ROOT))
-    from xtc.bench import DEFAULT_PROMPT_FILE, prompt_texts
-    from xtc.runtime import FastTokenizer
+    from xtc.eval.speed import DEFAULT_PROMPT_FILE, prompt_texts
+    from xtc.infer.runtime import FastTokenizer
 
     text = (args.prompt_file or DEFAULT_PROMPT_FILE).read_text(encoding="utf-8")
     return prompt_texts(FastTokenizer(Path(args.teacher)), text, args.prompt_tokens)
@@ -144,8 +144,8 @@ def build_hybrid(teacher: Path, out: Path) -> Path:
     code = f"""
 import sys; sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from xtc import arch, pack, quant
-from xtc.sources import load_model
+from xtc.train import arch, pack, quant
+from xtc.core.sources import load_model
 lm = load_model({str(teacher)!r})
 layers = arch.decoder_layers(lm.model)
 keep = list(range(1, len(layers), 2))
@@ -200,7 +200,7 @@ def main() -> None:
 
     if args.teacher is None:
         sys.path.insert(0, str(ROOT))
-        from xtc.store import Store
+        from xtc.core.store import Store
 
         args.teacher = Store().resolve("smollm2")
         if args.teacher is None:

@@ -44,7 +44,7 @@ def token_counter(src: str):
     try:
         from transformers import AutoTokenizer
 
-        from xtc.store import Store
+        from xtc.core.store import Store
 
         path = Store().default_path() if not src else (Store().resolve(src) or Path(src).expanduser())
         if path is not None and Path(path).is_dir():

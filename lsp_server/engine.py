@@ -1,7 +1,7 @@
 """The completion engine behind `xtc-lsp`, usable without the protocol.
 
 It turns (document text, cursor, trigger) into a suggestion: the cursor is clamped into the
-document, the text around it goes to `xtc.complete.Completer` on one worker thread, and the
+document, the text around it goes to `xtc.infer.complete.Completer` on one worker thread, and the
 answer comes back as a `concurrent.futures.Future`. Around that one call it keeps an editor
 responsive:
 
@@ -137,7 +137,7 @@ class Suggestion:
     word: str = ""  # the identifier characters just before the cursor
     source: str = "none"  # "model", "cache", or why it is empty: "stale", "not-ready", "position", ...
     seconds: float = 0.0
-    completion: Any = None  # xtc.complete.Completion when the model ran
+    completion: Any = None  # xtc.infer.complete.Completion when the model ran
 
 
 @dataclass
@@ -179,10 +179,10 @@ class _Shown:
 def load_completer(src: str):
     """A `Completer` for SRC ("" = the installed default); raises XtcError with a message.
     `XTC_THREADS` sets the CPU threads (default: the runtime's choice, the physical cores)."""
-    from xtc.complete import Completer
-    from xtc.errors import XtcError
-    from xtc.runtime import load_runtime
-    from xtc.store import Store
+    from xtc.infer.complete import Completer
+    from xtc.core.errors import XtcError
+    from xtc.infer.runtime import load_runtime
+    from xtc.core.store import Store
 
     if not src:
         default = Store().default_path()
@@ -242,7 +242,7 @@ class Engine:
                 completer = self.loader(src)
                 completer.complete("def main():\n    return", max_new_tokens=2)  # warm up
             except Exception as exc:
-                from xtc.errors import XtcError
+                from xtc.core.errors import XtcError
 
                 if not isinstance(exc, XtcError):  # not a user error: keep the traceback in the log
                     log.exception("cannot load model %r", src)

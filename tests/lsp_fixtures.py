@@ -53,8 +53,8 @@ def tiny_models() -> TinyModels:
 
 def expected(model: Path, before: str, after: str = "", **options: Any) -> str:
     """The suggestion the library gives for this text, from a fresh runtime (greedy, deterministic)."""
-    from xtc.complete import Completer
-    from xtc.runtime import load_runtime
+    from xtc.infer.complete import Completer
+    from xtc.infer.runtime import load_runtime
 
     return Completer(load_runtime(str(model), threads=1)).complete(before, after, **options).text
 

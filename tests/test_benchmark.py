@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xtc.benchmark import (
+from xtc.eval.quality import (
     build_benchmark,
     cut_points,
     edit_similarity,
@@ -19,7 +19,7 @@ from xtc.benchmark import (
     score_predictions,
     write_benchmark,
 )
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 # --- normalize --------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ def run_json(capsys, *argv: str):
 @pytest.fixture(scope="module")
 def benchmark_file(tmp_path_factory):
     from tests.tiny import STDLIB
-    from xtc.benchmark import build_benchmark, write_benchmark
+    from xtc.eval.quality import build_benchmark, write_benchmark
 
     src = tmp_path_factory.mktemp("bench-src")
     for name in ("textwrap.py", "shlex.py"):
@@ -98,7 +98,7 @@ def test_install_list_and_default(capsys, tiny_dirs, packed_dir):
     assert rows["tiny-gpt2"]["default"] and not rows["tiny-hybrid"]["default"]
     assert 0 < rows["tiny-hybrid"]["disk_mb"] < rows["tiny-gpt2"]["disk_mb"]
     # an installed name is a model SRC
-    from xtc.sources import load_model
+    from xtc.core.sources import load_model
 
     assert load_model("tiny-hybrid").packed
 

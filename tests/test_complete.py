@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from transformers import AutoModelForCausalLM
 
-from xtc.complete import Completer
-from xtc.runtime import KVCache, Runtime
+from xtc.infer.complete import Completer
+from xtc.infer.runtime import KVCache, Runtime
 
 FILE = "def hello_world(name):\n    greeting = 'hello ' + name\n    return greeting\n\n\nprint(hello_world('x'))\n"
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from xtc.data import build_corpus, sample_batch, split_files, python_files
-from xtc.distill import TrainConfig, distill, evaluate, hidden_mse, layer_map, lr_lambda, soft_cross_entropy
-from xtc.pipeline import CompressOptions, build_student, compress
+from xtc.train.data import build_corpus, sample_batch, split_files, python_files
+from xtc.train.distill import TrainConfig, distill, evaluate, hidden_mse, layer_map, lr_lambda, soft_cross_entropy
+from xtc.train.pipeline import CompressOptions, build_student, compress
 
 
 def test_soft_cross_entropy_is_smallest_when_student_matches_teacher():

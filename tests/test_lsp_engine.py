@@ -11,8 +11,8 @@ import pytest
 
 from lsp_server.engine import Engine, LoadError, Request, Settings, load_completer, locate, units_of
 from tests.lsp_fixtures import expected, tiny_models
-from xtc.complete import Completion
-from xtc.errors import XtcError
+from xtc.infer.complete import Completion
+from xtc.core.errors import XtcError
 
 
 class FakeCompleter:
@@ -199,7 +199,7 @@ def test_requests_before_the_model_is_ready_answer_empty():
 # -- loading ----------------------------------------------------------------------------------------
 def test_missing_default_model_explains_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("XTC_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("xtc.store.REPO_MODELS", tmp_path / "no-repo-models")
+    monkeypatch.setattr("xtc.core.store.REPO_MODELS", tmp_path / "no-repo-models")
     with pytest.raises(XtcError):
         load_completer("")
     engine = Engine()

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.tiny import build_config
-from xtc.pack import load_packed, pack_ints, packed_tensors, save_packed, unpack_ints, weight_files_mb
-from xtc.pipeline import CompressOptions, build_student, fp32_megabytes
-from xtc.quant import QuantLinear, quantize_model
+from xtc.train.pack import load_packed, pack_ints, packed_tensors, save_packed, unpack_ints, weight_files_mb
+from xtc.train.pipeline import CompressOptions, build_student, fp32_megabytes
+from xtc.train.quant import QuantLinear, quantize_model
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from xtc.quant import (QuantEmbedding, QuantLinear, binarize, dequantize, fake_quant_activations,
+from xtc.train.quant import (QuantEmbedding, QuantLinear, binarize, dequantize, fake_quant_activations,
                        quantize_activations, quantize_model, symmetric_int, ternarize)
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from xtc import arch as archs
-from xtc.errors import XtcError
-from xtc.reduce import reduce_layers, select_layers
+from xtc.train import arch as archs
+from xtc.core.errors import XtcError
+from xtc.train.reduce import reduce_layers, select_layers
 
 
 def test_default_keeps_odd_layers_including_the_last():

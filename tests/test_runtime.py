@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from tests.tiny import build_model
-from xtc import _kernels, pack
-from xtc.quant import quantize_model
-from xtc.runtime import BinaryLinear, FastTokenizer, Runtime, load_runtime
+from xtc.infer import kernels as _kernels
+from xtc.train import pack
+from xtc.train.quant import quantize_model
+from xtc.infer.runtime import BinaryLinear, FastTokenizer, Runtime, load_runtime
 
 TEXT = ("def greet(name, punctuation='!'):\n    greeting = 'hello ' + name\n    return greeting.upper() + punctuation\n\n\n"
         "class Counter:\n    def __init__(self):\n        self.count = 0\n\n    def add(self, n=1):\n        self.count += n\n")
@@ -178,7 +179,7 @@ def test_context_overflow_raises_value_error(models, tokenizer):
 def test_binary_kernel_matches_dense_math(rows, width, group):
     """The bit-packed kernel (matrix-vector for few rows, matrix-matrix for more) against the
     quantised product in plain numpy, for padded widths and grouped scales, with a bias."""
-    from xtc.quant import binarize
+    from xtc.train.quant import binarize
 
     rng = np.random.default_rng(rows * width)
     w = torch.tensor(rng.standard_normal((37, width)), dtype=torch.float32)
@@ -212,7 +213,7 @@ def test_fast_tokenizer_agrees_with_transformers(hf_dirs):
 def test_packed_runtime_never_imports_torch(models, tokenizer, tmp_path):
     """What keeps the runtime small: loading and running a packed model needs numpy only."""
     pack.save_packed(models["llama", "w1a8"], tokenizer, tmp_path / "packed", {"method": "quant"})
-    code = ("import sys\nfrom xtc.runtime import load_runtime\nfrom xtc.complete import Completer\n"
+    code = ("import sys\nfrom xtc.infer.runtime import load_runtime\nfrom xtc.infer.complete import Completer\n"
             f"rt = load_runtime({str(tmp_path / 'packed')!r})\n"
             "Completer(rt).complete('def add(a, b):\\n    return ', max_new_tokens=4)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
@@ -221,7 +222,7 @@ def test_packed_runtime_never_imports_torch(models, tokenizer, tmp_path):
 
 
 def test_run_bench_reports_the_spec_fields(models, tokenizer, tmp_path):
-    from xtc.bench import run_bench
+    from xtc.eval.speed import run_bench
 
     pack.save_packed(models["gpt2", "w1a8"], tokenizer, tmp_path / "packed", {"method": "quant"})
     r = run_bench(str(tmp_path / "packed"), prompt_text=TEXT * 4, prompt_tokens=64, new_tokens=5, repeats=2)

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from xtc.errors import XtcError
-from xtc.sources import load_model
-from xtc.store import Store
+from xtc.core.errors import XtcError
+from xtc.core.sources import load_model
+from xtc.core.store import Store
 
 
 def test_first_install_becomes_the_default_and_reinstall_is_a_no_op(tiny_dirs, isolated_store):

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,8 +111,8 @@ def _print(obj: dict | list, as_json: bool, text: str) -> None:
 
 
 def cmd_compress(args) -> int:
-    from xtc.distill import TrainConfig
-    from xtc.pipeline import CompressOptions, compress
+    from xtc.train.distill import TrainConfig
+    from xtc.train.pipeline import CompressOptions, compress
 
     train = TrainConfig(steps=args.steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                         seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
@@ -136,9 +136,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from xtc.benchmark import evaluate, load_benchmark
-    from xtc.complete import Completer
-    from xtc.runtime import load_runtime
+    from xtc.eval.quality import evaluate, load_benchmark
+    from xtc.infer.complete import Completer
+    from xtc.infer.runtime import load_runtime
 
     items = load_benchmark(args.benchmark)
     runtime = load_runtime(args.model)
@@ -156,7 +156,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from xtc.bench import run_bench
+    from xtc.eval.speed import run_bench
 
     prompt = None
     if args.prompt_file is not None:
@@ -172,7 +172,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_build_benchmark(args) -> int:
-    from xtc.benchmark import build_benchmark, write_benchmark
+    from xtc.eval.quality import build_benchmark, write_benchmark
 
     for d in args.source:
         if not d.is_dir():
@@ -184,7 +184,7 @@ def cmd_build_benchmark(args) -> int:
 
 
 def cmd_install(args) -> int:
-    from xtc.store import Store
+    from xtc.core.store import Store
 
     store = Store()
     name, path, fresh = store.install(args.src, name=args.name, default=args.default)
@@ -194,7 +194,7 @@ def cmd_install(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from xtc.store import Store
+    from xtc.core.store import Store
 
     rows = Store().listing()
     if args.json:

@@ -63,7 +63,7 @@ SHA_FILE = REPO / "scripts" / "gpu" / "teacher.sha256"
 PART_BYTES = 16_000_000  # < 16 MiB: the largest file that comes back from $OUT
 MAX_OUT_FILES = 8
 MAX_OUT_BYTES = 60 * 2**20  # of the 64 MiB allowed, with room to spare
-MAX_FILE_BYTES = 1_000_000  # xtc.data skips larger files anyway
+MAX_FILE_BYTES = 1_000_000  # xtc.train.data skips larger files anyway
 EVAL_MAX_NEW_TOKENS = 48  # `xtc eval` defaults, so that the CPU check here gives the same scores
 EVAL_CONTEXT_TOKENS = 1024
 
@@ -149,7 +149,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def weight_mb(directory: Path) -> float:
-    """Megabytes of weight files, the rule `xtc list` uses (xtc.pack.weight_files_mb), without torch."""
+    """Megabytes of weight files, the rule `xtc list` uses (xtc.train.pack.weight_files_mb), without torch."""
     d = Path(directory)
     if not d.is_dir():
         return 0.0
@@ -204,7 +204,7 @@ def gpu_status() -> str:
 # -- benchmark items, shards, decontamination ------------------------------------------------------
 
 def load_items(path: Path) -> list[dict]:
-    from xtc.benchmark import load_benchmark
+    from xtc.eval.quality import load_benchmark
 
     return load_benchmark(path)
 
@@ -761,7 +761,7 @@ def _tokens(n: float) -> str:
 
 
 def collect_metrics(a, P: Paths) -> dict:
-    from xtc.benchmark import score_predictions
+    from xtc.eval.quality import score_predictions
 
     items = load_items(BENCHMARK)
     preds = {name: read_predictions(P, name, a.limit) for name in MODELS}
@@ -807,7 +807,7 @@ def collect_metrics(a, P: Paths) -> dict:
     return {
         "benchmark": {"file": str(BENCHMARK.relative_to(REPO)), "limit": a.limit, "n_common": len(common),
                       "max_new_tokens": EVAL_MAX_NEW_TOKENS, "context_tokens": EVAL_CONTEXT_TOKENS,
-                      "runtime": "xtc CPU runtime (xtc.runtime + xtc.complete), "
+                      "runtime": "xtc CPU runtime (xtc.infer.runtime + xtc.infer.complete), "
                                  f"{a.eval_threads} threads per worker"},
         "teacher_fp32_mb": round(teacher_fp32, 3), "models": models, "goals": goals,
         "corpus": read_json(P.corpus_info, {}), "calibration": read_json(P.calib, {}), "env": read_json(P.env, {}),
@@ -993,7 +993,7 @@ def write_report(a, P: Paths, with_models: bool) -> None:
 # -- internal commands (run as subprocesses) -------------------------------------------------------
 
 def cmd_convert(argv: list[str]) -> int:
-    from xtc.sources import convert_gguf
+    from xtc.core.sources import convert_gguf
 
     convert_gguf(Path(argv[0]), Path(argv[1]))
     return 0
@@ -1021,10 +1021,10 @@ def cmd_calibrate(argv: list[str]) -> int:
 
     import torch
 
-    from xtc.data import build_corpus
-    from xtc.distill import TrainConfig, distill, read_logs
-    from xtc.pipeline import CompressOptions, build_student
-    from xtc.sources import load_model
+    from xtc.train.data import build_corpus
+    from xtc.train.distill import TrainConfig, distill, read_logs
+    from xtc.train.pipeline import CompressOptions, build_student
+    from xtc.core.sources import load_model
 
     t = time.monotonic()
     loaded = load_model(str(a.teacher))
@@ -1092,9 +1092,9 @@ def cmd_eval_worker(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    from xtc.benchmark import first_line
-    from xtc.complete import Completer
-    from xtc.runtime import load_runtime
+    from xtc.eval.quality import first_line
+    from xtc.infer.complete import Completer
+    from xtc.infer.runtime import load_runtime
 
     items = load_items(a.benchmark)
     done = set()
@@ -1130,9 +1130,9 @@ def cmd_verify(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    from xtc.benchmark import first_line, score_predictions
-    from xtc.complete import Completer
-    from xtc.runtime import load_runtime
+    from xtc.eval.quality import first_line, score_predictions
+    from xtc.infer.complete import Completer
+    from xtc.infer.runtime import load_runtime
 
     items = load_items(BENCHMARK)
     device = {}

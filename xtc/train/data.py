@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 MAX_FILE_BYTES = 1_000_000  # generated tables and vendored blobs teach nothing about code
 

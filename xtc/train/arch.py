@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from xtc import arch as archs
-from xtc.errors import XtcError
-from xtc.quant import (QuantEmbedding, QuantHead, QuantLinear, dequantize, quantize_model,
+from xtc.train import arch as archs
+from xtc.core.errors import XtcError
+from xtc.train.quant import (QuantEmbedding, QuantHead, QuantLinear, dequantize, quantize_model,
                        quantize_weight, symmetric_int)
 
 FORMAT_VERSION = 1

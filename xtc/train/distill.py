@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtc.data import Corpus, eval_blocks, sample_batch
+from xtc.train.data import Corpus, eval_blocks, sample_batch
 
 
 @dataclass
@@ -122,7 +122,7 @@ def pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from xtc.errors import XtcError
+        from xtc.core.errors import XtcError
 
         raise XtcError("--device cuda: no CUDA GPU is available here")
     return device

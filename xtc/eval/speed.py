@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 DEFAULT_PROMPT_FILE = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
 
 
 def weight_files_mb(path: Path) -> float:
-    """Megabytes of weight files (as `xtc.pack.weight_files_mb`, without importing torch)."""
+    """Megabytes of weight files (as `xtc.train.pack.weight_files_mb`, without importing torch)."""
     if path.is_file():
         return path.stat().st_size / 1e6
     return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")) / 1e6
@@ -49,7 +49,7 @@ def _model_path(src: str) -> Path | None:
     if path.exists():
         return path
     try:
-        from xtc.store import Store
+        from xtc.core.store import Store
 
         return Store().resolve(src)
     except Exception:  # a hub id or unknown name: no local files to size
@@ -72,8 +72,8 @@ def generate(rt, tokenizer, text: str, new_tokens: int) -> tuple[float, float, l
 
 def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = 500, new_tokens: int = 16,
               repeats: int = 3, threads: int | None = None) -> dict:
-    from xtc import _kernels
-    from xtc.runtime import load_runtime
+    from xtc.infer import kernels as _kernels
+    from xtc.infer.runtime import load_runtime
 
     if prompt_tokens < 1 or new_tokens < 1 or repeats < 1:
         raise XtcError("prompt tokens, new tokens and repeats must be positive")

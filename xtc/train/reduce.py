@@ -10,8 +10,8 @@ import copy
 
 from torch import nn
 
-from xtc import arch as archs
-from xtc.errors import XtcError
+from xtc.train import arch as archs
+from xtc.core.errors import XtcError
 
 
 def select_layers(n_layers: int, keep: str = "odd") -> list[int]:

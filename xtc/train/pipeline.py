@@ -19,14 +19,14 @@ from pathlib import Path
 
 from torch import nn
 
-from xtc import arch as archs
-from xtc.data import build_corpus
-from xtc.distill import StageResult, TrainConfig, distill, plot_losses
-from xtc.errors import XtcError
-from xtc.pack import save_packed, weight_files_mb
-from xtc.quant import quantize_model
-from xtc.reduce import reduce_layers, select_layers
-from xtc.sources import load_model
+from xtc.train import arch as archs
+from xtc.train.data import build_corpus
+from xtc.train.distill import StageResult, TrainConfig, distill, plot_losses
+from xtc.core.errors import XtcError
+from xtc.train.pack import save_packed, weight_files_mb
+from xtc.train.quant import quantize_model
+from xtc.train.reduce import reduce_layers, select_layers
+from xtc.core.sources import load_model
 
 METHODS = ("layer", "quant", "hybrid")
 

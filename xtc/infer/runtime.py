@@ -1,7 +1,7 @@
 """CPU inference for plain and compressed models: a lean forward pass with a key/value cache
 that is reused across calls for the unchanged prefix.
 
-The runtime holds its weights as numpy arrays and runs on small compiled kernels (`xtc._kernels`:
+The runtime holds its weights as numpy arrays and runs on small compiled kernels (`xtc.infer.kernels`:
 AVX2 C++ built once with g++, loaded with ctypes), falling back to numpy where they are missing.
 It never imports torch or transformers for a packed or Hugging Face model directory: weights
 come straight from the safetensors file, still bit-packed, and the tokenizer from
@@ -10,7 +10,7 @@ come straight from the safetensors file, still bit-packed, and the tokenizer fro
 its weights once; other sources (`.gguf`, hub ids) are loaded through transformers that way.
 
 Binary linears (1-bit weights, 8-bit activations, XTC's W1A8) run on the bit-packed weights:
-activations are quantised per token to int8 exactly as `xtc.quant` does, the +-1 products are
+activations are quantised per token to int8 exactly as `xtc.train.quant` does, the +-1 products are
 summed exactly in integers, and the per-row (or group) scales are applied in fp32, so the result
 equals the fake-quantised student's up to float rounding. Every other linear (plain models,
 ternary or unquantised-activation students) is an fp32 matmul on dequantised weights.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xtc import _kernels
-from xtc.errors import XtcError
+from xtc.infer import kernels as _kernels
+from xtc.core.errors import XtcError
 
 SUPPORTED = ("gpt2", "llama")
 
@@ -57,14 +57,14 @@ def _f32(a) -> np.ndarray:
 
 # -- linear layers ------------------------------------------------------------------------------
 def quantize_rows(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """`xtc.quant.quantize_activations` in numpy: integer codes (fp32) and a scale per row."""
+    """`xtc.train.quant.quantize_activations` in numpy: integer codes (fp32) and a scale per row."""
     qmax = np.float32(2 ** (bits - 1) - 1)
     scale = np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(1e-8)) / qmax
     return np.clip(np.rint(x / scale), -qmax, qmax), scale
 
 
 def dequantize(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """codes (out, in) and scale (out, groups) -> fp32 weights, as `xtc.quant.dequantize`."""
+    """codes (out, in) and scale (out, groups) -> fp32 weights, as `xtc.train.quant.dequantize`."""
     rows, cols = codes.shape
     groups = scale.shape[-1]
     w = codes.astype(np.float32).reshape(rows, groups, cols // groups) * scale.astype(np.float32)[..., None]
@@ -635,8 +635,8 @@ def spec_from_model(model, max_context: int) -> Spec:
     """Read a transformers model's weights once (torch is already loaded for such a model)."""
     import torch
 
-    from xtc import arch as archs
-    from xtc.quant import (QuantEmbedding, QuantHead, QuantLinear, quantize_weight,
+    from xtc.train import arch as archs
+    from xtc.train.quant import (QuantEmbedding, QuantHead, QuantLinear, quantize_weight,
                            symmetric_int)
 
     config = model.config
@@ -867,7 +867,7 @@ def spec_from_directory(directory: Path, max_context: int) -> Spec:
 
 
 def _unpack_ints(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
-    """`xtc.pack.unpack_ints` in numpy: int8 codes with `length` entries in the last dim."""
+    """`xtc.train.pack.unpack_ints` in numpy: int8 codes with `length` entries in the last dim."""
     if bits == 8:
         return packed.astype(np.int8)
     per_byte = 8 // bits
@@ -965,7 +965,7 @@ def load_runtime(src: str, threads: int | None = None, max_context: int = 2048) 
     """Load any model SRC (packed dir, HF dir, .gguf, installed name, hub id) for CPU completion.
 
     Packed and Hugging Face directories are read directly (numpy, no torch); anything the direct
-    reader does not handle goes through `xtc.sources.load_model`, which also produces the
+    reader does not handle goes through `xtc.core.sources.load_model`, which also produces the
     user-facing errors for bad input."""
     path = Path(src).expanduser()
     name = path.name
@@ -982,7 +982,7 @@ def load_runtime(src: str, threads: int | None = None, max_context: int = 2048) 
             return rt
         except (_Unsupported, ValueError, KeyError, OSError):
             pass
-    from xtc.sources import load_model
+    from xtc.core.sources import load_model
 
     loaded = load_model(str(path) if path.exists() else src)
     rt = Runtime(loaded.model, loaded.tokenizer, name if path.exists() else loaded.name, threads=threads,
@@ -992,7 +992,7 @@ def load_runtime(src: str, threads: int | None = None, max_context: int = 2048) 
 
 
 def _installed(name: str) -> Path | None:
-    from xtc.store import Store
+    from xtc.core.store import Store
 
     try:
         return Store().resolve(name)

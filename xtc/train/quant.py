@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtc import arch as archs
+from xtc.train import arch as archs
 
 WEIGHT_BITS = (1, 2)
 

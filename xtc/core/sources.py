@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xtc import arch as archs
-from xtc.errors import XtcError
+from xtc.train import arch as archs
+from xtc.core.errors import XtcError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -119,7 +119,8 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def load_model(src: str) -> LoadedModel:
     """Resolve and load SRC; raise XtcError with a clear message if it cannot be used."""
-    from xtc import pack, store
+    from xtc.core import store
+    from xtc.train import pack
 
     _quiet_transformers()
     path = Path(src).expanduser()

