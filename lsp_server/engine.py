@@ -29,6 +29,8 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable
 
+from xtc.core import defaults
+
 log = logging.getLogger("xtc-lsp")
 
 INSTALL_HINT = "run `xtc install smollm2` (or set `xtc.model` to a model directory, .gguf file or installed name)"
@@ -42,10 +44,10 @@ class Settings:
     """The `xtc` configuration section (camelCase keys on the wire)."""
 
     model: str = ""  # SRC; empty = the installed default
-    max_new_tokens: int = 48
-    context_tokens: int = 1024
-    multiline: bool = False
-    debounce_ms: int = 0
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    context_tokens: int = defaults.CONTEXT_TOKENS
+    multiline: bool = defaults.MULTILINE
+    debounce_ms: int = defaults.DEBOUNCE_MS
 
     def updated(self, raw: Any) -> "Settings":
         """These settings with the recognised keys of `raw` applied; bad values are ignored.
@@ -69,10 +71,10 @@ class Settings:
 
 _KEYS: dict[str, tuple[str, type, int, int]] = {
     "model": ("model", str, 0, 0),
-    "maxNewTokens": ("max_new_tokens", int, 1, 512),
-    "contextTokens": ("context_tokens", int, 16, 32768),
+    "maxNewTokens": ("max_new_tokens", int, *defaults.MAX_NEW_TOKENS_BOUNDS),
+    "contextTokens": ("context_tokens", int, *defaults.CONTEXT_TOKENS_BOUNDS),
     "multiline": ("multiline", bool, 0, 0),
-    "debounceMs": ("debounce_ms", int, 0, 5000),
+    "debounceMs": ("debounce_ms", int, *defaults.DEBOUNCE_MS_BOUNDS),
 }
 
 
@@ -179,18 +181,13 @@ class _Shown:
 def load_completer(src: str):
     """A `Completer` for SRC ("" = the installed default); raises XtcError with a message.
     `XTC_THREADS` sets the CPU threads (default: the runtime's choice, the physical cores)."""
+    from xtc.core.sources import resolve
     from xtc.infer.complete import Completer
-    from xtc.core.errors import XtcError
     from xtc.infer.runtime import load_runtime
-    from xtc.core.store import Store
 
-    if not src:
-        default = Store().default_path()
-        if default is None:
-            raise XtcError("no model installed")
-        src = str(default)
-    threads = os.environ.get("XTC_THREADS", "")
-    return Completer(load_runtime(src, threads=int(threads) if threads.isdigit() and int(threads) > 0 else None))
+    source = resolve(src)
+    threads = os.environ.get(defaults.THREADS_ENV, "")
+    return Completer(load_runtime(source, threads=int(threads) if threads.isdigit() and int(threads) > 0 else None))
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -198,7 +195,7 @@ class Engine:
     """Suggestions for documents, one inference at a time on a worker thread."""
 
     def __init__(self, settings: Settings | None = None, loader: Callable[[str], Any] = load_completer,
-                 cache_size: int = 8):
+                 cache_size: int = defaults.SUGGESTION_CACHE):
         self.settings = settings or Settings()
         self.loader = loader
         self.completer: Any = None

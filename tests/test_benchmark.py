@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from xtc.core.errors import XtcError
 from xtc.eval.quality import (
     build_benchmark,
     cut_points,
@@ -19,7 +20,6 @@ from xtc.eval.quality import (
     score_predictions,
     write_benchmark,
 )
-from xtc.core.errors import XtcError
 
 # --- normalize --------------------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ def test_install_list_and_default(capsys, tiny_dirs, packed_dir):
     assert rows["tiny-gpt2"]["default"] and not rows["tiny-hybrid"]["default"]
     assert 0 < rows["tiny-hybrid"]["disk_mb"] < rows["tiny-gpt2"]["disk_mb"]
     # an installed name is a model SRC
-    from xtc.core.sources import load_model
+    from xtc.train.load import load_model
 
     assert load_model("tiny-hybrid").packed
 

@@ -11,8 +11,8 @@ import pytest
 
 from lsp_server.engine import Engine, LoadError, Request, Settings, load_completer, locate, units_of
 from tests.lsp_fixtures import expected, tiny_models
-from xtc.infer.complete import Completion
 from xtc.core.errors import XtcError
+from xtc.infer.complete import Completion
 
 
 class FakeCompleter:

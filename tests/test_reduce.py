@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from xtc.train import arch as archs
 from xtc.core.errors import XtcError
+from xtc.train import arch as archs
 from xtc.train.reduce import reduce_layers, select_layers
 
 

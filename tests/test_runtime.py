@@ -15,10 +15,13 @@ import pytest
 import torch
 
 from tests.tiny import build_model
-from xtc.infer import kernels as _kernels
+from xtc.core.format import weight_files_mb
+from xtc.infer import kernels as _kernels  # tests take a `kernels` parameter
+from xtc.infer.layers import BinaryLinear
+from xtc.infer.runtime import Runtime, load_runtime
+from xtc.infer.tokenizer import FastTokenizer
 from xtc.train import pack
 from xtc.train.quant import quantize_model
-from xtc.infer.runtime import BinaryLinear, FastTokenizer, Runtime, load_runtime
 
 TEXT = ("def greet(name, punctuation='!'):\n    greeting = 'hello ' + name\n    return greeting.upper() + punctuation\n\n\n"
         "class Counter:\n    def __init__(self):\n        self.count = 0\n\n    def add(self, n=1):\n        self.count += n\n")
@@ -230,7 +233,7 @@ def test_run_bench_reports_the_spec_fields(models, tokenizer, tmp_path):
                 "warm_latency_ms"):
         assert key in r
     assert 60 <= r["prompt_tokens"] <= 66
-    assert r["disk_mb"] == pytest.approx(pack.weight_files_mb(tmp_path / "packed"), abs=0.01)
+    assert r["disk_mb"] == pytest.approx(weight_files_mb(tmp_path / "packed"), abs=0.01)
     assert 0 < r["warm_latency_ms"] and 0 < r["latency_ms"] and r["rss_mb"] > 0
     assert r["loader"] == "direct"
 

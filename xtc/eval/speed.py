@@ -21,16 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from xtc.core import defaults
 from xtc.core.errors import XtcError
+from xtc.core.format import weight_files_mb
+from xtc.infer import kernels
+from xtc.infer.runtime import load_runtime
 
-DEFAULT_PROMPT_FILE = Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py"
-
-
-def weight_files_mb(path: Path) -> float:
-    """Megabytes of weight files (as `xtc.train.pack.weight_files_mb`, without importing torch)."""
-    if path.is_file():
-        return path.stat().st_size / 1e6
-    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")) / 1e6
+DEFAULT_PROMPT_FILE = Path(sysconfig.get_paths()["stdlib"]) / defaults.BENCH_PROMPT_FILE
 
 
 def prompt_texts(tokenizer, text: str, prompt_tokens: int) -> tuple[str, str]:
@@ -42,18 +39,6 @@ def prompt_texts(tokenizer, text: str, prompt_tokens: int) -> tuple[str, str]:
     cold = text[:cut]
     typed = text[cut] if cut < len(text) else "x"
     return cold, cold + typed
-
-
-def _model_path(src: str) -> Path | None:
-    path = Path(src).expanduser()
-    if path.exists():
-        return path
-    try:
-        from xtc.core.store import Store
-
-        return Store().resolve(src)
-    except Exception:  # a hub id or unknown name: no local files to size
-        return None
 
 
 def generate(rt, tokenizer, text: str, new_tokens: int) -> tuple[float, float, list[int], int]:
@@ -70,11 +55,9 @@ def generate(rt, tokenizer, text: str, new_tokens: int) -> tuple[float, float, l
     return t1 - t0, time.perf_counter() - t1, out, len(ids)
 
 
-def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = 500, new_tokens: int = 16,
-              repeats: int = 3, threads: int | None = None) -> dict:
-    from xtc.infer import kernels as _kernels
-    from xtc.infer.runtime import load_runtime
-
+def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = defaults.BENCH_PROMPT_TOKENS,
+              new_tokens: int = defaults.BENCH_NEW_TOKENS, repeats: int = defaults.BENCH_REPEATS,
+              threads: int | None = None) -> dict:
     if prompt_tokens < 1 or new_tokens < 1 or repeats < 1:
         raise XtcError("prompt tokens, new tokens and repeats must be positive")
     source = "prompt text"
@@ -87,7 +70,8 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = 500
     if not prompt_text.strip():
         raise XtcError("the prompt is empty")
     t = time.perf_counter()
-    rt = load_runtime(src, threads=threads, max_context=max(2048, prompt_tokens + new_tokens + 8))
+    max_context = max(defaults.RUNTIME_MAX_CONTEXT, prompt_tokens + new_tokens + 8)
+    rt = load_runtime(src, threads=threads, max_context=max_context)
     load_s = time.perf_counter() - t
     if prompt_tokens + new_tokens + 1 > rt.max_context:
         raise XtcError(f"{prompt_tokens} prompt + {new_tokens} new tokens exceed the model's context of {rt.max_context}")
@@ -105,7 +89,7 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = 500
         decode_s.append(d)
         p, d, _, _ = generate(rt, tok, warm_text, new_tokens)  # the cache holds the cold request
         warm.append(p + d)
-    path = _model_path(src)
+    path = rt.source.path  # None for a hub id: no local files to size
     rss = _rss_mb()
     decode = statistics.median(decode_s)
     return {
@@ -123,7 +107,7 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = 500
         "new_tokens": new_tokens,
         "repeats": repeats,
         "threads": rt.threads,
-        "kernels": "avx2" if rt.uses_kernels else f"numpy ({_kernels.error})",
+        "kernels": "avx2" if rt.uses_kernels else f"numpy ({kernels.error})",
         "loader": getattr(rt, "loader", "model"),
         "torch_loaded": "torch" in sys.modules,
         "latency_ms_runs": [round(1000 * s, 1) for s in cold],

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from xtc.core import defaults
 from xtc.infer.runtime import Runtime
 
 MAX_HEAL_TOKENS = 3
@@ -119,8 +120,9 @@ class Completer:
         return ids
 
     # -- decoding -------------------------------------------------------------------------------
-    def complete(self, before: str, after: str = "", *, max_new_tokens: int = 48, context_tokens: int = 1024,
-                 multiline: bool = False, should_stop: Callable[[], bool] | None = None) -> Completion:
+    def complete(self, before: str, after: str = "", *, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+                 context_tokens: int = defaults.CONTEXT_TOKENS, multiline: bool = defaults.MULTILINE,
+                 should_stop: Callable[[], bool] | None = None) -> Completion:
         started = time.perf_counter()
         if not before.strip():
             return Completion("", seconds=time.perf_counter() - started)

@@ -1,46 +1,23 @@
-"""Per-architecture adapters: the only place that knows module names.
+"""Per-architecture adapters on torch models.
 
-Everything else (layer reduction, quantisation, packing, the runtime) asks this module where the
-decoder layers, their linear layers, the embeddings and the head are. GPT-2 stores its linear
+Where each architecture keeps its decoder layers, linear layers, embeddings and head is one table,
+`xtc.core.format.LAYOUTS` (the runtime reads the same table from packed files); this module applies
+it to transformers models for layer reduction, quantisation and packing. GPT-2 stores its linear
 layers as `Conv1D` (weight laid out in x out); we convert those to `nn.Linear` so that the
 quantisers see one layout.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from xtc.core.errors import XtcError
+from xtc.core.format import Layout, layout_of
 
 
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    layers: str  # dotted path of the decoder layers' ModuleList
-    num_layers_key: str  # config attribute holding the layer count
-    embeddings: tuple[str, ...]  # embedding modules (token first)
-    final_norm: str
-
-
-ARCHS: dict[str, Arch] = {
-    "gpt2": Arch("gpt2", "transformer.h", "n_layer", ("transformer.wte", "transformer.wpe"), "transformer.ln_f"),
-    "llama": Arch("llama", "model.layers", "num_hidden_layers", ("model.embed_tokens",), "model.norm"),
-}
-SUPPORTED = tuple(ARCHS)
-
-
-def arch_of(config) -> Arch:
-    """The adapter for a transformers config; refuses architectures we cannot compress."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ARCHS:
-        raise XtcError(
-            f"unsupported architecture {model_type!r}: supported are {', '.join(SUPPORTED)} "
-            "(GPT-2 family such as CodeGPT, Llama family such as SmolLM2)"
-        )
-    return ARCHS[model_type]
+def arch_of(config) -> Layout:
+    """The layout for a transformers config; refuses architectures we cannot compress."""
+    return layout_of(getattr(config, "model_type", None))
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from xtc.core import defaults
 from xtc.core.errors import XtcError
 
 MAX_FILE_BYTES = 1_000_000  # generated tables and vendored blobs teach nothing about code
@@ -82,8 +83,8 @@ class Corpus:
                 f"{self.val_files} validation files ({len(self.val):,} tokens)")
 
 
-def build_corpus(dirs: list[Path], tokenizer, max_tokens: int | None = 5_000_000, val_fraction: float = 0.05,
-                 seed: int = 0) -> Corpus:
+def build_corpus(dirs: list[Path], tokenizer, max_tokens: int | None = defaults.MAX_CORPUS_TOKENS,
+                 val_fraction: float = 0.05, seed: int = defaults.SEED) -> Corpus:
     train_files, val_files = split_files(python_files(dirs), val_fraction)
     val_budget = None if max_tokens is None else max(4096, int(max_tokens * val_fraction))
     return Corpus(tokenize_files(train_files, tokenizer, max_tokens, seed),

@@ -21,26 +21,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xtc.core import defaults
 from xtc.train.data import Corpus, eval_blocks, sample_batch
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 200
+    steps: int = defaults.STEPS
     time_budget_s: float | None = None
-    seq_len: int = 256
-    batch_size: int = 8
-    lr: float = 2e-4
+    seq_len: int = defaults.SEQ_LEN
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LR
     warmup_fraction: float = 0.05
     weight_decay: float = 0.0
     clip_norm: float = 1.0
-    temperature: float = 1.0
-    hidden_weight: float = 1.0
-    attn_weight: float = 0.0
-    eval_every: int = 100
-    checkpoint_every: int = 100
+    temperature: float = defaults.TEMPERATURE
+    hidden_weight: float = defaults.HIDDEN_WEIGHT
+    attn_weight: float = defaults.ATTN_WEIGHT
+    eval_every: int = defaults.EVAL_EVERY
+    checkpoint_every: int = defaults.CHECKPOINT_EVERY
     device: str = "auto"
-    seed: int = 0
+    seed: int = defaults.SEED
     progress: bool = True
 
 

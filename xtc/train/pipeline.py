@@ -19,27 +19,27 @@ from pathlib import Path
 
 from torch import nn
 
+from xtc.core import defaults
+from xtc.core.errors import XtcError
+from xtc.core.format import weight_files_mb
 from xtc.train import arch as archs
 from xtc.train.data import build_corpus
 from xtc.train.distill import StageResult, TrainConfig, distill, plot_losses
-from xtc.core.errors import XtcError
-from xtc.train.pack import save_packed, weight_files_mb
+from xtc.train.load import load_model
+from xtc.train.pack import save_packed
 from xtc.train.quant import quantize_model
 from xtc.train.reduce import reduce_layers, select_layers
-from xtc.core.sources import load_model
-
-METHODS = ("layer", "quant", "hybrid")
 
 
 @dataclass
 class CompressOptions:
-    method: str = "hybrid"
-    keep_layers: str = "odd"
-    weight_bits: int = 1
-    act_bits: int | None = 8
+    method: str = defaults.METHOD
+    keep_layers: str = defaults.KEEP_LAYERS
+    weight_bits: int = defaults.WEIGHT_BITS
+    act_bits: int | None = defaults.ACT_BITS
     group_size: int | None = None
-    embed_bits: int = 8
-    max_tokens: int | None = 5_000_000
+    embed_bits: int = defaults.EMBED_BITS
+    max_tokens: int | None = defaults.MAX_CORPUS_TOKENS
     resume: bool = False
     keep_checkpoints: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -56,8 +56,8 @@ def fp32_megabytes(model: nn.Module) -> float:
 
 
 def stages(method: str) -> list[str]:
-    if method not in METHODS:
-        raise XtcError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method not in defaults.METHODS:
+        raise XtcError(f"--method must be one of {', '.join(defaults.METHODS)}, not {method!r}")
     return {"layer": ["layer"], "quant": ["quant"], "hybrid": ["layer", "quant"]}[method]
 
 

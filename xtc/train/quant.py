@@ -9,13 +9,14 @@ then reproduces the fake-quantised student bit for bit.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xtc.core.defaults import WEIGHT_BITS_CHOICES
+from xtc.core.format import PACKED, SCALE, pack_ints
 from xtc.train import arch as archs
-
-WEIGHT_BITS = (1, 2)
 
 
 def _grouped(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
@@ -62,7 +63,7 @@ def quantize_weight(w: torch.Tensor, bits: int, group_size: int | None) -> tuple
         return binarize(w, group_size)
     if bits == 2:
         return ternarize(w, group_size)
-    raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {bits}")
+    raise ValueError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, not {bits}")
 
 
 def symmetric_int(w: torch.Tensor, bits: int, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,8 +131,8 @@ class QuantLinear(nn.Module):
     def __init__(self, linear: nn.Linear, weight_bits: int = 1, act_bits: int | None = 8,
                  group_size: int | None = None):
         super().__init__()
-        if weight_bits not in WEIGHT_BITS:
-            raise ValueError(f"weight bits must be one of {WEIGHT_BITS}, not {weight_bits}")
+        if weight_bits not in WEIGHT_BITS_CHOICES:
+            raise ValueError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, not {weight_bits}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = nn.Parameter(linear.weight.detach().clone())
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
@@ -149,6 +150,14 @@ class QuantLinear(nn.Module):
         return (f"in={self.in_features}, out={self.out_features}, W{self.weight_bits}A{self.act_bits or 32}, "
                 f"group={self.group_size or 'row'}")
 
+    # The packed format (xtc.core.format): bit-packed codes and fp16 scales instead of the weight.
+    def packed_tensors(self) -> dict[str, np.ndarray]:
+        codes, scale = quantize_weight(self.weight.detach().float(), self.weight_bits, self.group_size)
+        return {PACKED: pack_ints(codes.cpu().numpy(), self.weight_bits), SCALE: scale.to(torch.float16).cpu().numpy()}
+
+    def packed_settings(self) -> dict:
+        return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "group_size": self.group_size}
+
 
 class QuantEmbedding(nn.Module):
     """An embedding table stored as `bits`-bit integers with a scale per row (or group)."""
@@ -165,6 +174,14 @@ class QuantEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.quantized_weight())
 
+    # The packed format (xtc.core.format): integer codes and fp16 scales instead of the table.
+    def packed_tensors(self) -> dict[str, np.ndarray]:
+        codes, scale = symmetric_int(self.weight.detach().float(), self.bits, self.group_size)
+        return {PACKED: pack_ints(codes.cpu().numpy(), self.bits), SCALE: scale.to(torch.float16).cpu().numpy()}
+
+    def packed_settings(self) -> dict:
+        return {"embed_bits": self.bits}
+
 
 class QuantHead(nn.Module):
     """The output projection, tied to a QuantEmbedding (as GPT-2 and SmolLM2 do) or with its own table."""
@@ -175,7 +192,7 @@ class QuantHead(nn.Module):
         if tied:
             object.__setattr__(self, "_table", table)  # not a submodule: no duplicate parameters
         else:
-            self.table = table
+            self.table = table  # stored as `lm_head.table` (xtc.core.format.HEAD_TABLE)
 
     @property
     def source(self) -> QuantEmbedding:
@@ -207,7 +224,7 @@ def quantize_model(model: nn.Module, weight_bits: int = 1, act_bits: int | None 
     if head is not None:
         source = model.get_submodule(arch.embeddings[0]) if tied else QuantEmbedding(
             nn.Embedding.from_pretrained(head.weight.detach()), embed_bits, embed_group)
-        model.lm_head = QuantHead(source, tied)
+        archs.replace_module(model, arch.head, QuantHead(source, tied))
     return model
 
 

@@ -10,8 +10,8 @@ import copy
 
 from torch import nn
 
-from xtc.train import arch as archs
 from xtc.core.errors import XtcError
+from xtc.train import arch as archs
 
 
 def select_layers(n_layers: int, keep: str = "odd") -> list[int]:

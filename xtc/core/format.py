@@ -1,0 +1,214 @@
+"""The packed model directory, as the writer (`xtc.train.pack`) and the reader (`xtc.infer.spec`)
+both see it, and the one table of where each architecture keeps its weights.
+
+A packed directory holds `config.json` (the architecture's config plus an `xtc` section: format
+version, method, kept layers, weight / activation / embedding bits, group size, teacher...),
+`model.safetensors` and the tokenizer files. In the weights file a quantised module `M` stores
+`M.weight.packed` (its integer codes, 8 // bits per byte, see `pack_ints`) and `M.weight.scale`
+(fp16, one per output row or group); every other tensor is stored once in fp32 under its
+Hugging Face name. A 1-bit weight costs one bit on disk.
+
+Nothing here imports torch. `model_tensors` and `model_config` take a torch model, but only call
+its methods: modules with a packed form (XTC's quantised layers) provide `packed_tensors()` and
+`packed_settings()`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xtc.core.errors import XtcError
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")  # what counts as a model's size on disk
+PACKED = "weight.packed"
+SCALE = "weight.scale"
+QUANT_KEYS = ("weight_bits", "act_bits", "group_size", "embed_bits")  # set by the quantised modules
+
+
+def packed_name(module: str) -> str:
+    """The tensor holding a quantised module's bit-packed codes."""
+    return f"{module}.{PACKED}"
+
+
+def scale_name(module: str) -> str:
+    """The tensor holding a quantised module's fp16 scales."""
+    return f"{module}.{SCALE}"
+
+
+# -- architectures: the one table of Hugging Face module names ----------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """Where a Hugging Face architecture keeps its weights. Names are module paths (a tensor is
+    the module's name + `.weight` / `.bias`); the per-layer names are relative to `{layers}.{i}`."""
+
+    name: str  # the config's model_type
+    layers: str  # the decoder layers' ModuleList
+    num_layers_key: str  # config key holding the layer count
+    embeddings: tuple[str, ...]  # token embedding first, then learned positions if any
+    final_norm: str
+    head: str  # the output projection; absent from the weights when tied to the token embedding
+    norms: tuple[str, str]  # before attention, before the MLP
+    attention_in: tuple[str, ...]  # q, k, v projections (GPT-2: the fused c_attn), fused in this order
+    attention_out: str
+    mlp_in: tuple[str, ...]  # gate and up projections (GPT-2: c_fc), fused in this order
+    mlp_out: str
+    transposed: bool  # linear weights stored (in, out): GPT-2's Conv1D
+    rms_norm: bool  # RMSNorm without bias (else LayerNorm with bias)
+    rotary: str | None  # the rotary-embedding module (positions by RoPE); None: learned positions
+
+    def layer(self, i: int) -> str:
+        return f"{self.layers}.{i}"
+
+
+LAYOUTS: dict[str, Layout] = {
+    "gpt2": Layout("gpt2", "transformer.h", "n_layer", ("transformer.wte", "transformer.wpe"), "transformer.ln_f",
+                   "lm_head", ("ln_1", "ln_2"), ("attn.c_attn",), "attn.c_proj", ("mlp.c_fc",), "mlp.c_proj",
+                   transposed=True, rms_norm=False, rotary=None),
+    "llama": Layout("llama", "model.layers", "num_hidden_layers", ("model.embed_tokens",), "model.norm",
+                    "lm_head", ("input_layernorm", "post_attention_layernorm"),
+                    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj",
+                    ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj",
+                    transposed=False, rms_norm=True, rotary="model.rotary_emb"),
+}
+SUPPORTED = tuple(LAYOUTS)
+HEAD_TABLE = "table"  # an untied quantised head stores its table as `{head}.table`
+
+
+def layout_of(model_type) -> Layout:
+    """The layout of a config's `model_type`; refuses architectures we cannot compress or run."""
+    if model_type not in LAYOUTS:
+        raise XtcError(
+            f"unsupported architecture {model_type!r}: supported are {', '.join(SUPPORTED)} "
+            "(GPT-2 family such as CodeGPT, Llama family such as SmolLM2)"
+        )
+    return LAYOUTS[model_type]
+
+
+# -- config.json and its `xtc` section -----------------------------------------------------------
+def read_config(directory: Path) -> dict:
+    """A model directory's config.json; XtcError if it cannot be read."""
+    try:
+        config = json.loads((Path(directory) / CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise XtcError(f"{directory}: unreadable {CONFIG} ({exc.__class__.__name__})") from None
+    if not isinstance(config, dict):
+        raise XtcError(f"{directory}: unreadable {CONFIG} (not a JSON object)")
+    return config
+
+
+def is_packed(config: dict) -> bool:
+    return "xtc" in config
+
+
+def xtc_section(config: dict, where: object = "model") -> dict:
+    """The validated `xtc` section of a packed model's config; XtcError for a format version this
+    xtc does not know (newer, or not a version at all)."""
+    section = config.get("xtc")
+    if not isinstance(section, dict):
+        raise XtcError(f"{where}: the `xtc` section of {CONFIG} is not an object")
+    version = section.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise XtcError(f"{where}: unknown packed format version {version!r} (this xtc reads v1..v{FORMAT_VERSION})")
+    if version > FORMAT_VERSION:
+        raise XtcError(f"{where}: packed format v{version} is newer than this xtc (v{FORMAT_VERSION}); update xtc")
+    return section
+
+
+# -- bit packing --------------------------------------------------------------------------------
+def pack_ints(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Signed integer codes packed along the last dim into uint8, 8 // bits codes per byte, the
+    first code in the lowest bits. 1 bit: -1 -> 0, +1 -> 1. Wider: code + 2**(bits-1) as an
+    unsigned field. The last dim is padded to whole bytes. 8 bits: the codes as int8."""
+    codes = np.asarray(codes)
+    if bits == 8:
+        return np.ascontiguousarray(codes, dtype=np.int8)
+    per_byte = 8 // bits
+    if bits == 1:
+        unsigned = (codes > 0).astype(np.uint8)
+    else:
+        unsigned = (codes.astype(np.int16) + 2 ** (bits - 1)).astype(np.uint8)
+    pad = (-unsigned.shape[-1]) % per_byte
+    if pad:
+        unsigned = np.concatenate([unsigned, np.zeros((*unsigned.shape[:-1], pad), np.uint8)], axis=-1)
+    fields = unsigned.reshape(*unsigned.shape[:-1], -1, per_byte)
+    packed = np.zeros(fields.shape[:-1], dtype=np.uint8)
+    for j in range(per_byte):
+        packed |= fields[..., j] << np.uint8(bits * j)
+    return packed
+
+
+def unpack_ints(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
+    """Inverse of `pack_ints`: int8 codes with `length` entries in the last dim."""
+    packed = np.asarray(packed)
+    if bits == 8:
+        return packed.astype(np.int8)
+    per_byte = 8 // bits
+    mask = (1 << bits) - 1
+    fields = np.stack([(packed >> (bits * j)) & mask for j in range(per_byte)], axis=-1)
+    unsigned = fields.reshape(*packed.shape[:-1], -1)[..., :length].astype(np.int16)
+    codes = unsigned * 2 - 1 if bits == 1 else unsigned - 2 ** (bits - 1)
+    return codes.astype(np.int8)
+
+
+# -- a model in its stored form -------------------------------------------------------------------
+def model_tensors(model) -> dict[str, np.ndarray]:
+    """A torch model's weights as a packed directory stores them, as numpy arrays under their
+    state-dict names: quantised modules' codes and scales (`packed_tensors()`), every other tensor
+    once in fp32 (a weight tied to another, e.g. a tied head, is not repeated)."""
+    tensors: dict[str, np.ndarray] = {}
+    handled: set[str] = set()
+    for name, module in model.named_modules():
+        packed = getattr(module, "packed_tensors", None)
+        if callable(packed):
+            for key, value in packed().items():
+                tensors[f"{name}.{key}"] = np.ascontiguousarray(value)
+            handled.add(f"{name}.weight")
+    stored: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        if name in handled or name in tensors or tensor.data_ptr() in stored:
+            continue
+        stored.add(tensor.data_ptr())
+        tensors[name] = np.ascontiguousarray(tensor.detach().float().cpu().numpy())
+    return tensors
+
+
+def model_settings(model) -> dict:
+    """The quantisation settings of the `xtc` section (`QUANT_KEYS`; None where not quantised),
+    from the first quantised module that sets each."""
+    settings: dict = dict.fromkeys(QUANT_KEYS)
+    found: set[str] = set()
+    for module in model.modules():
+        describe = getattr(module, "packed_settings", None)
+        if callable(describe):
+            for key, value in describe().items():
+                if key not in found:
+                    settings[key] = value
+                    found.add(key)
+    return settings
+
+
+def model_config(model, meta: dict | None = None) -> dict:
+    """The config.json of a packed directory for this model: its architecture config with the
+    `xtc` section (format version, `meta`, quantisation settings)."""
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["xtc"] = {"version": FORMAT_VERSION, **(meta or {}), **model_settings(model)}
+    config["architectures"] = [model.__class__.__name__]
+    return config
+
+
+# -- sizes ----------------------------------------------------------------------------------------
+def weight_files_mb(path: Path) -> float:
+    """Megabytes of weight files of a model directory, or of one model file (what `xtc list`,
+    `xtc bench` and the size tables report)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES) / 1e6

@@ -1,0 +1,222 @@
+"""From stored tensors to the runtime's `Spec`: one builder, two sources of tensors.
+
+`build_spec(config, tensors)` reads a model in the packed format (`xtc.core.format`): a config with
+an optional `xtc` section, and tensors by name, bit-packed where quantised. Module names come from
+`xtc.core.format.LAYOUTS`. The tensors come from
+- a directory (`spec_from_directory`): a packed or a plain Hugging Face directory's safetensors
+  file(s), read as numpy arrays without torch, still bit-packed;
+- a transformers model in memory (`spec_from_model`), plain or fake-quantised: its weights as a
+  packed directory would store them (`xtc.core.format.model_tensors`), so a student runs the same
+  from memory as from disk.
+
+What the builder cannot run raises `Unsupported` (the runtime may then take another route);
+broken files raise XtcError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xtc.core import format
+from xtc.core.errors import XtcError
+from xtc.infer.layers import BinaryLinear, Block, DenseLinear, Norm, Spec, Table, as_f32, dequantize, fuse
+
+RopeTables = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (length, head dim) -> cos, sin
+
+
+class Unsupported(Exception):
+    """The builder cannot run this model (an architecture variant, a dtype numpy cannot hold...)."""
+
+
+@dataclass
+class Sizes:
+    width: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    inner: int  # MLP width
+    eps: float
+    positions: int
+
+
+def _sizes(layout: format.Layout, config: dict, max_context: int) -> Sizes:
+    if layout.name == "llama":
+        d, n_heads = config["hidden_size"], config["num_attention_heads"]
+        return Sizes(d, n_heads, config.get("num_key_value_heads") or n_heads, config.get("head_dim") or d // n_heads,
+                     config["intermediate_size"], config.get("rms_norm_eps", 1e-6),
+                     config.get("max_position_embeddings") or max_context)
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("add_cross_attention"):
+        raise Unsupported("GPT-2 variant")
+    d, n_heads = config["n_embd"], config["n_head"]
+    return Sizes(d, n_heads, n_heads, d // n_heads, config.get("n_inner") or 4 * d,
+                 config.get("layer_norm_epsilon", 1e-5),
+                 config.get("n_positions") or config.get("max_position_embeddings") or max_context)
+
+
+def _activation_name(config: dict) -> str:
+    return config.get("hidden_act") or config.get("activation_function") or "gelu_new"
+
+
+def _attn_scale(config: dict, head_dim: int) -> float:
+    if config.get("model_type") == "gpt2" and not config.get("scale_attn_weights", True):
+        return 1.0
+    return 1.0 / math.sqrt(head_dim)
+
+
+def rope_tables(config: dict, length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin (length, head dim) of the default rotary embedding, as transformers computes them."""
+    params = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or {}
+    kind = params.get("rope_type") or params.get("type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    if kind != "default" or config.get("partial_rotary_factor", 1.0) != 1.0:
+        raise Unsupported(f"rope type {kind}")
+    theta = params.get("rope_theta") or config.get("rope_theta") or 10000.0
+    # As transformers computes it: inv_freq in fp32, positions x inv_freq in fp32.
+    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))).astype(np.float32)
+    freqs = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return as_f32(np.cos(emb)), as_f32(np.sin(emb))
+
+
+def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None = None) -> Spec:
+    """The runtime's Spec from a config and a name -> numpy array mapping (anything with `in` and
+    `[]`). `rope`: cos/sin tables for RoPE models (default: computed from the config)."""
+    layout = format.layout_of(config.get("model_type"))
+    settings = config.get("xtc") or {}
+    weight_bits, act_bits = settings.get("weight_bits"), settings.get("act_bits")
+    s = _sizes(layout, config, max_context)
+    d = s.width
+
+    def tensor(name: str) -> np.ndarray:
+        if name not in tensors:
+            raise Unsupported(f"missing tensor {name}")
+        return tensors[name]
+
+    def packed_codes(name: str, bits: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        scale = tensor(format.scale_name(name)).astype(np.float32)
+        return format.unpack_ints(tensor(format.packed_name(name)), bits, cols), scale
+
+    def linear(name: str, rows: int, cols: int):
+        bias = tensor(f"{name}.bias").astype(np.float32) if f"{name}.bias" in tensors else None
+        if format.packed_name(name) in tensors:
+            bits = weight_bits or 1
+            if bits == 1 and act_bits == 8:
+                packed = tensor(format.packed_name(name))
+                scale = tensor(format.scale_name(name)).astype(np.float32)
+                if packed.shape != (rows, -(-cols // 8)):
+                    raise Unsupported(f"{name}: packed shape {packed.shape}")
+                return BinaryLinear(packed, scale, cols, bias)
+            codes, scale = packed_codes(name, bits, cols)
+            return DenseLinear(dequantize(codes, scale), bias, act_bits)
+        w = tensor(f"{name}.weight")
+        if layout.transposed:  # GPT-2's Conv1D stores (in, out)
+            w = w.T
+        if w.shape != (rows, cols):
+            raise Unsupported(f"{name}: shape {w.shape}")
+        return DenseLinear(w, bias)
+
+    def table(name: str) -> Table:
+        if format.packed_name(name) in tensors:
+            codes, scale = packed_codes(name, settings.get("embed_bits") or 8, d)
+            return Table(codes=codes, scale=scale)
+        return Table(weight=tensor(f"{name}.weight"))
+
+    def norm(name: str) -> Norm:
+        bias = None if layout.rms_norm else tensor(f"{name}.bias")
+        return Norm(as_f32(tensor(f"{name}.weight")), None if bias is None else as_f32(bias), float(s.eps),
+                    layout.rms_norm)
+
+    H, KV, hd, f = s.n_heads, s.n_kv_heads, s.head_dim, s.inner
+    qkv_rows = [(H + 2 * KV) * hd] if len(layout.attention_in) == 1 else [H * hd, KV * hd, KV * hd]
+    blocks = []
+    for i in range(config[layout.num_layers_key]):
+        p = layout.layer(i)
+        blocks.append(Block(
+            norm(f"{p}.{layout.norms[0]}"), norm(f"{p}.{layout.norms[1]}"),
+            fuse([linear(f"{p}.{n}", rows, d) for n, rows in zip(layout.attention_in, qkv_rows)]),
+            linear(f"{p}.{layout.attention_out}", d, H * hd),
+            fuse([linear(f"{p}.{n}", f, d) for n in layout.mlp_in]),
+            linear(f"{p}.{layout.mlp_out}", d, f)))
+    embed = table(layout.embeddings[0])
+    pos_embed, rope_cs = None, None
+    if layout.rotary is not None:
+        length = min(max_context, s.positions)
+        rope_cs = rope(length, hd) if rope is not None else rope_tables(config, length, hd)
+    else:
+        pos_embed = table(layout.embeddings[1])
+    head = embed
+    untied_table = f"{layout.head}.{format.HEAD_TABLE}"
+    if format.packed_name(untied_table) in tensors:
+        head = table(untied_table)
+    elif f"{layout.head}.weight" in tensors:
+        head = table(layout.head)
+    elif not config.get("tie_word_embeddings", True):
+        raise Unsupported("untied head without weights")
+    return Spec(arch=layout.name, n_heads=H, n_kv_heads=KV, head_dim=hd, activation=_activation_name(config),
+                positions=s.positions, embed=embed, head=head, final_norm=norm(layout.final_norm), blocks=blocks,
+                pos_embed=pos_embed, rope=rope_cs, attn_scale=_attn_scale(config, hd))
+
+
+# -- tensors from a directory, without torch ------------------------------------------------------
+class DirectoryTensors:
+    """Named tensors of a directory's safetensors file(s), read on demand as numpy arrays."""
+
+    def __init__(self, directory: Path):
+        from safetensors import safe_open
+
+        files = sorted(Path(directory).glob("*.safetensors"))
+        if not files:
+            raise Unsupported("no safetensors weights")
+        self.where: dict[str, object] = {}
+        for f in files:
+            try:
+                handle = safe_open(str(f), framework="numpy")
+                for key in handle.keys():
+                    self.where[key] = handle
+            except Exception as exc:  # a corrupt file
+                reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:120]
+                raise XtcError(f"{directory}: corrupt or unreadable {f.name} ({reason})") from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.where
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self.where[key].get_tensor(key)
+        except Exception as exc:  # bf16 and other dtypes numpy cannot hold
+            raise Unsupported(f"{key}: {exc}") from None
+
+
+def spec_from_directory(directory: Path, max_context: int, config: dict | None = None) -> Spec:
+    """A packed (`xtc` in config.json) or plain Hugging Face directory, read with numpy only."""
+    config = format.read_config(directory) if config is None else config
+    if format.is_packed(config):
+        format.xtc_section(config, directory)
+    return build_spec(config, DirectoryTensors(directory), max_context)
+
+
+# -- tensors from a transformers model in memory ---------------------------------------------------
+def spec_from_model(model, max_context: int) -> Spec:
+    """A transformers model (plain or fake-quantised), read once; torch is loaded already for it."""
+    config = format.model_config(model)
+    layout = format.layout_of(config.get("model_type"))
+    rope = None
+    if layout.rotary is not None:
+        rotary = model.get_submodule(layout.rotary)
+
+        def rope(length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+            import torch
+
+            with torch.no_grad():
+                cos, sin = rotary(torch.zeros(1, dtype=torch.float32), torch.arange(length)[None])
+            return as_f32(cos[0].numpy()), as_f32(sin[0].numpy())
+
+    try:
+        return build_spec(config, format.model_tensors(model), max_context, rope)
+    except Unsupported as exc:
+        raise XtcError(f"the runtime cannot run this model ({exc})") from None
