@@ -30,15 +30,15 @@ def test_one_bit_packing_is_little_endian_bits():
                                   np.packbits(codes > 0, axis=1, bitorder="little"))
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, True])
+@pytest.mark.parametrize("version", [3, 0, "1", None, True])
 def test_an_unknown_format_version_is_refused(tmp_path, version):
     config = {"model_type": "llama", "xtc": {"method": "quant"}}
     if version is not None:
         config["xtc"]["version"] = version
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(XtcError, match="newer than this xtc" if version == 2 else "unknown packed format version"):
+    with pytest.raises(XtcError, match="newer than this xtc" if version == 3 else "unknown packed format version"):
         resolve(str(tmp_path))
-    assert format.xtc_section({"xtc": {"version": format.FORMAT_VERSION}})["version"] == 1
+    assert format.xtc_section({"xtc": {"version": format.FORMAT_VERSION}})["version"] == 2
 
 
 def test_weight_files_mb_counts_weight_files_only(tmp_path):

@@ -11,24 +11,29 @@ from tests.tiny import build_config
 from xtc.core.format import model_tensors, weight_files_mb
 from xtc.train.pack import load_packed, save_packed
 from xtc.train.pipeline import CompressOptions, build_student, fp32_megabytes
-from xtc.train.quant import QuantLinear, quantize_model
+from xtc.train.quant import QuantLinear, quantize_model, quantizer
 
 
-def test_a_one_bit_layer_costs_one_bit_per_weight(tiny_dirs):
+@pytest.mark.parametrize("fmt,bits", [("binary", 1), ("ternary", 2), ("int2", 2), ("int3", 3), ("int4", 4)])
+def test_a_k_bit_layer_costs_k_bits_per_weight(tiny_dirs, fmt, bits):
     model = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"])
-    quantize_model(model, 1, 8)
+    quantize_model(model, quantizer(fmt, 32), 8)
     tensors = model_tensors(model)
     name = next(n for n, m in model.named_modules() if isinstance(m, QuantLinear))
     layer = model.get_submodule(name)
-    assert tensors[f"{name}.weight.packed"].nbytes * 8 == layer.out_features * layer.in_features
-    assert tensors[f"{name}.weight.scale"].dtype == np.float16
-    assert f"{name}.weight" not in tensors  # no fp32 copy sneaks in
+    codes = [k for k in tensors if k.startswith(f"{name}.weight.packed")]
+    assert sum(tensors[k].nbytes for k in codes) * 8 == bits * layer.out_features * layer.in_features
+    for part in ("scale", "min"):
+        assert tensors[f"{name}.weight.{part}"].dtype == np.float16
+        assert tensors[f"{name}.weight.{part}"].shape == (layer.out_features, layer.in_features // 32)
+    assert not {f"{name}.weight", f"{name}.scale", f"{name}.min"} & set(tensors)  # no fp32 copy sneaks in
 
 
-@pytest.mark.parametrize("method", ["quant", "hybrid", "layer"])
-def test_loading_a_packed_model_gives_exactly_the_students_logits(tiny_dirs, arch, tokenizer, tmp_path, method):
+@pytest.mark.parametrize("method,fmt", [("quant", "binary"), ("hybrid", "binary"), ("layer", "binary"),
+                                        ("quant", "ternary"), ("quant", "int2"), ("quant", "int3"), ("hybrid", "int4")])
+def test_loading_a_packed_model_gives_exactly_the_students_logits(tiny_dirs, arch, tokenizer, tmp_path, method, fmt):
     teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch])
-    opts = CompressOptions(method=method, embed_bits=8)
+    opts = CompressOptions(method=method, embed_bits=8, weight_format=fmt, group_size=32 if fmt != "binary" else None)
     student, kept = build_student(teacher, opts, ["layer", "quant"] if method == "hybrid" else [method])
     with torch.no_grad():  # move the latent weights away from the teacher's, as training would
         for p in student.parameters():
@@ -36,6 +41,11 @@ def test_loading_a_packed_model_gives_exactly_the_students_logits(tiny_dirs, arc
     save_packed(student, tokenizer, tmp_path, {"method": method, "kept_layers": kept})
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["xtc"]["method"] == method and config["xtc"]["kept_layers"] == kept
+    assert config["xtc"]["version"] == 2
+    quant = config["xtc"]["quant"]
+    if method != "layer":  # every quantised tensor is described: levels and group
+        assert {q["levels"] for n, q in quant.items() if "layers" in n or ".h." in n} == {
+            {"binary": 2, "ternary": 3, "int2": 4, "int3": 8, "int4": 16}[fmt]}
     loaded, _ = load_packed(tmp_path)
     ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
     with torch.no_grad():

@@ -17,11 +17,11 @@ import torch
 from tests.tiny import build_model
 from xtc.core.format import weight_files_mb
 from xtc.infer import kernels as _kernels  # tests take a `kernels` parameter
-from xtc.infer.layers import BinaryLinear
+from xtc.infer.layers import BinaryLinear, Kernels
 from xtc.infer.runtime import Runtime, load_runtime
 from xtc.infer.tokenizer import FastTokenizer
 from xtc.train import pack
-from xtc.train.quant import quantize_model
+from xtc.train.quant import quantize_model, quantizer
 
 TEXT = ("def greet(name, punctuation='!'):\n    greeting = 'hello ' + name\n    return greeting.upper() + punctuation\n\n\n"
         "class Counter:\n    def __init__(self):\n        self.count = 0\n\n    def add(self, n=1):\n        self.count += n\n")
@@ -29,7 +29,9 @@ HAVE_KERNELS = _kernels.load() is not None
 KERNELS = [pytest.param(True, id="kernels",
                         marks=pytest.mark.skipif(not HAVE_KERNELS, reason=f"no kernels: {_kernels.error}")),
            pytest.param(False, id="numpy")]
-VARIANTS = {"plain": None, "w1a8": (1, 8, None), "w1a8-g32": (1, 8, 32), "w2a8": (2, 8, None), "w1a32": (1, None, None)}
+VARIANTS = {"plain": None, "w1a8": ("binary", 8, None), "w1a8-g32": ("binary", 8, 32), "w2a8": ("ternary", 8, None),
+            "w1a32": ("binary", None, None), "int2a8-g32": ("int2", 8, 32), "int3a8-g32": ("int3", 8, 32),
+            "int4a8-g32": ("int4", 8, 32)}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def models(tokenizer):
     for arch in ("gpt2", "llama"):
         base, _ = build_model(arch, layers=4, width=64, heads=4, seed=0, tokenizer=tokenizer)
         for name, q in VARIANTS.items():
-            out[arch, name] = base if q is None else quantize_model(copy.deepcopy(base), q[0], q[1], q[2], 8)
+            out[arch, name] = base if q is None else quantize_model(copy.deepcopy(base), quantizer(q[0], q[2]), q[1])
     return out
 
 
@@ -176,23 +178,38 @@ def test_context_overflow_raises_value_error(models, tokenizer):
     assert Runtime(models["gpt2", "plain"], tokenizer, max_context=10_000).max_context == 512  # the model's limit
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_a_context_longer_than_the_rotary_tables_is_refused(hf_dirs, tokenizer, kernels):
+    """The rotary tables are built with the spec: a runtime asking for more context than they
+    cover is refused when it is made (the kernel would read past their end at position 16)."""
+    from xtc.infer.spec import spec_from_directory
+
+    spec = spec_from_directory(hf_dirs["llama"], 16)
+    with pytest.raises(ValueError, match="rotary tables cover 16 positions"):
+        Runtime(None, tokenizer, spec=spec, max_context=64, kernels=kernels)
+    rt = Runtime(None, tokenizer, spec=spec, max_context=16, kernels=kernels)
+    ids = tokenizer(TEXT)["input_ids"]
+    assert rt.prefill(ids[:16]).shape == (len(tokenizer),)
+    with pytest.raises(ValueError):
+        rt.step(ids[16])
+    gpt2 = spec_from_directory(hf_dirs["gpt2"], 16)  # learned positions: the model's own limit applies
+    assert Runtime(None, tokenizer, spec=gpt2, max_context=64, kernels=kernels).max_context == 64
+
+
 @pytest.mark.skipif(not HAVE_KERNELS, reason="no compiled kernels on this machine")
 @pytest.mark.parametrize("rows", [1, 3, 4, 5, 13])
 @pytest.mark.parametrize("width,group", [(64, None), (200, None), (1536, None), (128, 32), (256, 64)])
 def test_binary_kernel_matches_dense_math(rows, width, group):
     """The bit-packed kernel (matrix-vector for few rows, matrix-matrix for more) against the
     quantised product in plain numpy, for padded widths and grouped scales, with a bias."""
-    from xtc.train.quant import binarize
-
     rng = np.random.default_rng(rows * width)
-    w = torch.tensor(rng.standard_normal((37, width)), dtype=torch.float32)
-    codes, scale = binarize(w, group)
+    w = rng.standard_normal((37, width)).astype(np.float32)
+    codes = np.where(w >= 0, 1, -1).astype(np.int8)  # XTC's binary weights: alpha * sign(w)
+    scale = np.abs(w).reshape(37, -1, group or width).mean(-1).astype(np.float16).astype(np.float32)
     bias = rng.standard_normal(37).astype(np.float32)
-    lin = BinaryLinear.from_codes(codes.numpy(), scale.numpy(), bias)
+    lin = BinaryLinear.from_codes(codes, scale, bias)
     x = (rng.standard_normal((rows, width)) * 3).astype(np.float32)
-    rt = Runtime.__new__(Runtime)
-    rt.lib, rt._scratch, rt._tables = _kernels.load(), np.empty(0, np.int8), np.empty(0, np.uint8)
-    got = lin(x, rt)
+    got = lin(x, Kernels(_kernels.load()))
     ref = lin(x, None)  # numpy: quantise, dense dequantised weights
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
 

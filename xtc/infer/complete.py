@@ -1,11 +1,19 @@
 """The one function that turns code around the cursor into a suggestion.
 
-`xtc eval`, `xtc bench` and the language server all call `Completer.complete`, so the benchmark
-measures exactly what users get. It handles the details that make or break inline completion:
+`xtc eval` and the language server both call `Completer.complete`, so the quality benchmark
+measures exactly what users get (`xtc bench` times the runtime's prefill and greedy decoding
+directly, without these rules, so that its numbers compare across engines). It handles the
+details that make or break inline completion:
 - a stable prompt window, so that typing one more character re-uses the KV cache;
+- the file's name for a model trained with it (`header`): SmolLM2's vocabulary has StarCoder's
+  `<filename>` token, and a `<filename>NAME` line before the code lowers its loss on non-Python
+  files (measured: README, "Editors"); Python files keep the raw text, exactly what `xtc eval`
+  measures;
 - token healing: the cursor often sits mid-token or after fresh indentation that the tokenizer
   would merge with the next word (SmolLM2 tokenizes "\\n    return" as "\\n   ", " return"). We back
-  off the trailing tokens and require the generation to reproduce the removed text;
+  off the trailing tokens and require the generation to reproduce the removed bytes (in bytes, not
+  characters: a byte-level BPE model writes a CJK character or an emoji as several byte tokens);
+- decoding exactly as the model wrote it (never `clean_up_tokenization_spaces`);
 - a cursor on a blank or freshly indented line must not be "completed" with a newline;
 - stop at the end of the line (Automatic) or at the end of the block (multi-line, Invoked);
 - never suggest only whitespace.
@@ -14,6 +22,7 @@ measures exactly what users get. It handles the details that make or break inlin
 from __future__ import annotations
 
 import bisect
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,8 +31,12 @@ import numpy as np
 
 from xtc.core import defaults
 from xtc.infer.runtime import Runtime
+from xtc.infer.tokenizer import decode_exact
 
 MAX_HEAL_TOKENS = 3
+FILENAME_TOKEN = "<filename>"  # StarCoder's file-name marker, in SmolLM2's vocabulary
+PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte pieces
 
 
 @dataclass
@@ -55,22 +68,36 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(keep, map(chr, chars)))
 
 
-def _token_texts(tokenizer) -> tuple[list[str], set[int]]:
-    """The text of every vocabulary entry, and the ids of special tokens."""
+def _token_texts(tokenizer) -> tuple[list[str], list[bytes], set[int]]:
+    """The text and the bytes of every vocabulary entry, and the ids of special tokens (empty).
+    A byte-level BPE piece (GPT-2, SmolLM2) or a byte-fallback piece (`<0xE4>`) may be part of a
+    character: its bytes are exact, its text is what of it decodes alone (often nothing)."""
     vocab_size = len(tokenizer)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     special |= {i for i in getattr(tokenizer, "added_tokens_decoder", {}) if tokenizer.added_tokens_decoder[i].special}
     pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
-    texts = []
+    alphabet = _bytes_to_unicode()
+    byte_of = {c: b for b, c in alphabet.items()}
+    byte_level = alphabet[ord(" ")] in pieces  # "Ġ": every byte-level vocabulary has all 256 bytes
+    texts, data = [], []
     for i, piece in enumerate(pieces):
         if i in special or piece is None:
             texts.append("")
-        elif byte_of and all(c in byte_of for c in piece):  # byte-level BPE (GPT-2, SmolLM2)
-            texts.append(bytes(byte_of[c] for c in piece).decode("utf-8", errors="ignore"))
+            data.append(b"")
+            continue
+        fallback = None if byte_level else _BYTE_FALLBACK.fullmatch(piece)
+        if byte_level and all(c in byte_of for c in piece):
+            raw = bytes(byte_of[c] for c in piece)
+        elif fallback:
+            raw = bytes([int(fallback.group(1), 16)])
         else:
-            texts.append(tokenizer.decode([i]))
-    return texts, special
+            text = decode_exact(tokenizer, [i])
+            texts.append(text)
+            data.append(text.encode("utf-8"))
+            continue
+        texts.append(raw.decode("utf-8", errors="ignore"))
+        data.append(raw)
+    return texts, data, special
 
 
 class Completer:
@@ -79,7 +106,7 @@ class Completer:
     def __init__(self, runtime: Runtime):
         self.rt = runtime
         self.tokenizer = runtime.tokenizer
-        self.texts, special = _token_texts(self.tokenizer)
+        self.texts, self.bytes, special = _token_texts(self.tokenizer)
         n = runtime.vocab_size
         self.eos_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
                         if isinstance(i, int) and 0 <= i < n}
@@ -89,20 +116,41 @@ class Completer:
                 self.banned[i] = True
         for i in range(len(self.texts), n):  # padded vocabulary rows
             self.banned[i] = True
-        # Vocabulary sorted by text: the tokens extending a string are one contiguous range.
-        order = sorted((t, i) for i, t in enumerate(self.texts[:n]) if t)
-        self.sorted_texts = [t for t, _ in order]
+        # Vocabulary sorted by bytes: the tokens extending a byte string are one contiguous range.
+        order = sorted((b, i) for i, b in enumerate(self.bytes[:n]) if b)
+        self.sorted_bytes = [b for b, _ in order]
         self.sorted_ids = np.array([i for _, i in order], dtype=np.int64)
-        self.ids_by_text: dict[str, list[int]] = {}
-        for t, i in order:
-            self.ids_by_text.setdefault(t, []).append(i)
+        self.ids_by_bytes: dict[bytes, list[int]] = {}
+        for b, i in order:
+            self.ids_by_bytes.setdefault(b, []).append(i)
         # Tokens that end a line before writing anything (for blank / freshly indented lines).
         self.blank_newline = np.zeros(n, dtype=bool)
         for i, text in enumerate(self.texts[:n]):
             if "\n" in text and not text.split("\n", 1)[0].strip():
                 self.blank_newline[i] = True
+        marker = self.tokenizer(FILENAME_TOKEN, add_special_tokens=False)["input_ids"]
+        self.filename_marker = len(marker) == 1 and marker[0] in special  # one special token, not its spelling
+        self._headers: dict[tuple[str, str], list[int]] = {}
 
     # -- prompt ---------------------------------------------------------------------------------
+    def header(self, filename: str = "", language: str = "") -> str:
+        """What the model sees before the document: `<filename>NAME` and a newline, as code was
+        laid out in its training data, for a file that is not Python when the model's vocabulary
+        has the `<filename>` token (SmolLM2, StarCoder); otherwise nothing (a Python file, a
+        document without a name, a model without the token such as GPT-2 or CodeGPT).
+        `language`: the editor's language id."""
+        name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+        if not name or not self.filename_marker or language.lower() == "python" or name.lower().endswith(PYTHON_SUFFIXES):
+            return ""
+        return f"{FILENAME_TOKEN}{name}\n"
+
+    def _header_ids(self, filename: str, language: str) -> list[int]:
+        key = (filename, language)
+        if key not in self._headers:
+            text = self.header(filename, language)
+            self._headers[key] = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return self._headers[key]
+
     def prompt_ids(self, before: str, context_tokens: int) -> list[int]:
         """Tokens of the text before the cursor, windowed so the start moves rarely."""
         budget = context_tokens * 4
@@ -122,14 +170,20 @@ class Completer:
     # -- decoding -------------------------------------------------------------------------------
     def complete(self, before: str, after: str = "", *, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
                  context_tokens: int = defaults.CONTEXT_TOKENS, multiline: bool = defaults.MULTILINE,
-                 should_stop: Callable[[], bool] | None = None) -> Completion:
+                 should_stop: Callable[[], bool] | None = None, filename: str = "", language: str = "") -> Completion:
+        """The suggestion at the cursor (`before` / `after`: the document's text around it).
+        `filename` and `language` (the editor's language id) say what file it is (see `header`)."""
         started = time.perf_counter()
         if not before.strip():
             return Completion("", seconds=time.perf_counter() - started)
         max_new_tokens = max(1, min(max_new_tokens, self.rt.max_context // 2))  # prompt + generation must fit
         context_tokens = max(8, min(context_tokens, self.rt.max_context - max_new_tokens - MAX_HEAL_TOKENS - 1))
-        ids = self.prompt_ids(before, context_tokens)
-        prompt_ids, heal = self._split_heal(ids)
+        header = self._header_ids(filename, language)
+        if len(header) > context_tokens // 4:  # a name too long to be worth its room
+            header = []
+        ids = header + self.prompt_ids(before, context_tokens - len(header))
+        prompt_ids, heal_ids = self._split_heal(ids)
+        heal, heal_bytes = decode_exact(self.tokenizer, heal_ids), b"".join(self.bytes[i] for i in heal_ids)
         line_so_far = before.rsplit("\n", 1)[-1]
         fresh_line = not line_so_far.strip()
         try:
@@ -137,26 +191,30 @@ class Completer:
             logits = self._check(self.rt.prefill(prompt_ids), should_stop)
             reused = _common_prefix(cached_before, prompt_ids)
             generated: list[int] = []
-            text = ""
-            for _ in range(max_new_tokens + MAX_HEAL_TOKENS):
-                token = self._choose(logits, heal, text, fresh_line)
+            text, written = "", b""  # what the generated tokens decode to, and their bytes
+            for _ in range(max_new_tokens + len(heal_ids)):
+                token = self._choose(logits, heal_bytes, written, text[len(heal):], fresh_line)
                 if token is None or token in self.eos_ids:
                     break
                 generated.append(token)
-                text = self.tokenizer.decode(generated)
-                if len(text) > len(heal) and self._finished(text[len(heal):], multiline):
+                written += self.bytes[token] if token < len(self.bytes) else b""
+                text = decode_exact(self.tokenizer, generated)
+                if len(written) > len(heal_bytes) and self._finished(text[len(heal):], multiline):
                     break
-                if len(generated) >= max_new_tokens + (1 if heal else 0):
+                if len(generated) >= max_new_tokens + len(heal_ids):  # the healed tokens come on top
                     break
                 logits = self._check(self.rt.step(token), should_stop)
         except Cancelled:
             return Completion("", cancelled=True, seconds=time.perf_counter() - started)
-        suggestion = self._trim(text[len(heal):] if text.startswith(heal) else "", after, multiline)
+        text = _without_partial_character(text, written)
+        suggestion = self._trim(text[len(heal):] if written.startswith(heal_bytes) and text.startswith(heal) else "",
+                                after, multiline)
         return Completion(suggestion, len(ids), reused, len(generated), time.perf_counter() - started)
 
-    def _split_heal(self, ids: list[int]) -> tuple[list[int], str]:
-        """Drop the last token, and whitespace-only tokens before it, for the model to redo; the
-        dropped text must then come back as the start of the generation."""
+    def _split_heal(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        """(kept, healed): drop the last token, and whitespace-only tokens (or byte pieces) before
+        it, for the model to redo; the dropped bytes must then come back as the start of the
+        generation. The healed tokens start on a character: never inside a multi-byte one."""
         kept = list(ids)
         while len(kept) > 1 and len(ids) - len(kept) < MAX_HEAL_TOKENS:
             text = self.texts[kept[-1]] if kept[-1] < len(self.texts) else ""
@@ -165,7 +223,14 @@ class Completer:
             kept.pop()
             if text.strip():  # a word-like token is healed alone
                 break
-        return kept, self.tokenizer.decode(ids[len(kept):])
+        while len(kept) > 1 and len(kept) < len(ids) and self._continues_a_character(ids[len(kept)]):
+            kept.pop()
+        return kept, ids[len(kept):]
+
+    def _continues_a_character(self, token: int) -> bool:
+        """Whether the token's bytes start inside a UTF-8 character (a continuation byte)."""
+        data = self.bytes[token] if token < len(self.bytes) else b""
+        return bool(data) and data[0] & 0xC0 == 0x80
 
     @staticmethod
     def _check(logits: np.ndarray, should_stop: Callable[[], bool] | None) -> np.ndarray:
@@ -173,13 +238,15 @@ class Completer:
             raise Cancelled()
         return logits
 
-    def _choose(self, logits: np.ndarray, heal: str, text: str, fresh_line: bool) -> int | None:
+    def _choose(self, logits: np.ndarray, heal: bytes, written: bytes, completion: str, fresh_line: bool) -> int | None:
+        """The next token: greedy, within the healing constraint while the healed bytes are not all
+        written yet (`written`: the bytes generated so far; `completion`: the text after them)."""
         logits = np.array(logits, dtype=np.float32)  # a copy; also accepts a torch tensor
         logits[self.banned] = float("-inf")
-        if len(text) < len(heal):  # still reproducing the healed text
-            allowed = self._consistent_with(heal[len(text):], len(logits))
+        if len(written) < len(heal):  # still reproducing the healed bytes
+            allowed = self._consistent_with(heal[len(written):], len(logits))
             logits[~allowed] = float("-inf")
-        elif fresh_line and not text[len(heal):].strip():
+        elif fresh_line and not completion.strip():
             # A blank or freshly indented line: the user wants code here, not the end of the line.
             logits[self.blank_newline] = float("-inf")
             for i in self.eos_ids:
@@ -188,14 +255,16 @@ class Completer:
             return None
         return int(np.argmax(logits))
 
-    def _consistent_with(self, remaining: str, n: int) -> np.ndarray:
-        """Tokens that either start with `remaining` or are a prefix of it."""
+    def _consistent_with(self, remaining: bytes, n: int) -> np.ndarray:
+        """Tokens whose bytes either start with `remaining` or are a prefix of it (byte pieces of
+        a multi-byte character included)."""
         allowed = np.zeros(n, dtype=bool)
-        lo = bisect.bisect_left(self.sorted_texts, remaining)
-        hi = bisect.bisect_left(self.sorted_texts, remaining + "\U0010ffff")
+        lo = bisect.bisect_left(self.sorted_bytes, remaining)
+        end = _after_prefix(remaining)
+        hi = len(self.sorted_bytes) if end is None else bisect.bisect_left(self.sorted_bytes, end, lo)
         allowed[self.sorted_ids[lo:hi]] = True
         for end in range(1, len(remaining)):
-            for i in self.ids_by_text.get(remaining[:end], ()):
+            for i in self.ids_by_bytes.get(remaining[:end], ()):
                 allowed[i] = True
         return allowed
 
@@ -219,6 +288,23 @@ class Completer:
         if rest_of_line and completion.endswith(rest_of_line):  # e.g. the closing bracket is already there
             completion = completion[: -len(rest_of_line)].rstrip()
         return completion if completion.strip() else ""
+
+
+def _after_prefix(prefix: bytes) -> bytes | None:
+    """The smallest byte string above every string that starts with `prefix` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
+
+
+def _without_partial_character(text: str, data: bytes) -> str:
+    """`text` (the decoding of `data`) without the replacement character that an unfinished
+    multi-byte character at the end of `data` decodes to (generation stopped inside it)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.end == len(data) and exc.reason == "unexpected end of data":
+            return text.rstrip("\ufffd")
+    return text
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

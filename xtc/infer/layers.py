@@ -1,24 +1,56 @@
-"""The runtime's weights in their compute form: linear layers (fp32, or bit-packed 1-bit weights on
-8-bit activations), embedding tables (fp32 or int8, doubling as the output head), norms, and the
-`Spec` that holds a whole model. Each layer runs on the compiled kernels (`xtc.infer.kernels`) when
-the runtime has them, else in numpy.
+"""The runtime's weights in their compute form: linear layers, embedding tables (which double as
+the output head), norms, and the `Spec` that holds a whole model. Each layer runs on the compiled
+kernels (`xtc.infer.kernels`) when the runtime has them, else in numpy.
 
-Binary linears (1-bit weights, 8-bit activations, XTC's W1A8) run on the bit-packed weights:
-activations are quantised per token to int8 exactly as `xtc.train.quant` does, the +-1 products are
-summed exactly in integers, and the per-row (or group) scales are applied in fp32, so the result
-equals the fake-quantised student's up to float rounding. Every other linear (plain models,
-ternary or unquantised-activation students) is an fp32 matmul on dequantised weights.
+Quantised weights follow the packed format (`xtc.core.format`): unsigned codes `q` with an fp16
+scale and min per output row and group, `w = scale * q + min`. One linear class per family:
+
+- `DenseLinear`: fp32 weights (plain models, and students whose activations stay fp32);
+- `BinaryLinear`: 1-bit codes (XTC's W1A8), bit-packed: a bit-expanding GEMM for prefill, a
+  lookup-table GEMV for decoding;
+- `AffineLinear`: 2-, 3- and 4-bit codes (ternary included), re-laid out at load time for the
+  affine kernels' int8 dot products.
+
+The last two quantise their input per token to int8 exactly as the training side does
+(`quantize_rows`), sum integer products exactly, and apply scales and mins per group in fp32, so
+the result equals the fake-quantised student's up to float rounding. The on-disk layout is fixed;
+the in-memory layouts below are the kernels' (see the comments at the top of each .cpp file).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from xtc.infer.runtime import Runtime
+from xtc.core.format import dequantize_affine
+
+
+class Kernels:
+    """What layers need from their runtime: the compiled library (None: numpy), how the matrix
+    kernels split work, and reusable scratch memory. `Runtime` is one; tests and benchmarks make
+    their own around a library."""
+
+    gemv_rows = 4  # up to this many tokens use the matrix-vector kernels
+    block_rows = 64  # tokens per cache block in the matrix kernels
+
+    def __init__(self, lib=None):
+        self.lib = lib
+        self.vnni = getattr(lib, "variant", None) == "avx512-vnni"  # AVX-512 VNNI kernels
+        self._scratch = np.empty(0, np.int8)
+        self._tables = np.empty(0, np.uint8)
+
+    def tables(self, nbytes: int) -> int:
+        """Scratch for the lookup-table kernel's per-token tables (raw address)."""
+        if self._tables.size < nbytes:
+            self._tables = np.empty(nbytes, np.uint8)
+        return self._tables.ctypes.data
+
+    def scratch(self, nbytes: int) -> int:
+        """Scratch for the binary matrix kernel's expanded weights (raw address)."""
+        if self._scratch.size < nbytes:
+            self._scratch = np.empty(nbytes, np.int8)
+        return self._scratch.ctypes.data
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
@@ -29,20 +61,21 @@ def as_f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _fp16_exact(a) -> np.ndarray:
+    """Scales and mins as the format stores them (fp16), held in fp32 for numpy."""
+    return as_f32(np.asarray(a, np.float32).astype(np.float16))
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 # -- linear layers ------------------------------------------------------------------------------
 def quantize_rows(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """`xtc.train.quant.quantize_activations` in numpy: integer codes (fp32) and a scale per row."""
+    """The training side's `quantize_activations` in numpy: integer codes (fp32) and a scale per row."""
     qmax = np.float32(2 ** (bits - 1) - 1)
     scale = np.maximum(np.abs(x).max(-1, keepdims=True), np.float32(1e-8)) / qmax
     return np.clip(np.rint(x / scale), -qmax, qmax), scale
-
-
-def dequantize(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """codes (out, in) and scale (out, groups) -> fp32 weights, as `xtc.train.quant.dequantize`."""
-    rows, cols = codes.shape
-    groups = scale.shape[-1]
-    w = codes.astype(np.float32).reshape(rows, groups, cols // groups) * scale.astype(np.float32)[..., None]
-    return w.reshape(rows, cols)
 
 
 class DenseLinear:
@@ -65,16 +98,16 @@ class DenseLinear:
             self._weight = np.ascontiguousarray(self.panels.transpose(0, 2, 1).reshape(-1, k)[:n])
         return self._weight
 
-    def prepare(self) -> None:
+    def prepare(self, rt: "Kernels | None" = None) -> None:
         """Switch to the kernel layout (once; frees the row-major copy)."""
         if self.panels is None:
             n, k = self.weight.shape
-            padded = np.zeros((-(-n // 16) * 16, k), np.float32)
+            padded = np.zeros((_round_up(n, 16), k), np.float32)
             padded[:n] = self.weight
             self.panels = np.ascontiguousarray(padded.reshape(-1, 16, k).transpose(0, 2, 1))
             self._weight = None
 
-    def __call__(self, x: np.ndarray, rt: "Runtime | None" = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, rt: "Kernels | None" = None) -> np.ndarray:
         if self.act_bits:
             x, scale = quantize_rows(x, self.act_bits)
         if self.panels is not None and rt is not None and rt.lib is not None:
@@ -95,47 +128,113 @@ class DenseLinear:
 
     @staticmethod
     def concat(parts: list["DenseLinear"]) -> "DenseLinear":
-        biases = [p.bias if p.bias is not None else np.zeros(p.out_features, np.float32) for p in parts]
-        has_bias = any(p.bias is not None for p in parts)
-        return DenseLinear(np.concatenate([p.weight for p in parts]), np.concatenate(biases) if has_bias else None,
-                           parts[0].act_bits)
+        return DenseLinear(np.concatenate([p.weight for p in parts]), _concat_bias(parts), parts[0].act_bits)
 
 
-class BinaryLinear:
-    """1-bit weights (bit-packed, one fp32 scale per row or group) on 8-bit activations."""
+def _concat_bias(parts) -> np.ndarray | None:
+    if all(p.bias is None for p in parts):
+        return None
+    return np.concatenate([p.bias if p.bias is not None else np.zeros(p.out_features, np.float32) for p in parts])
 
-    def __init__(self, bits: np.ndarray, scale: np.ndarray, in_features: int, bias: np.ndarray | None = None):
+
+class Int8Linear:
+    """A linear on 8-bit activations run by integer kernels (the base of the binary and affine
+    families). Subclasses set `padded` (input width the kernels see, zero-padded), `kgroup` (the
+    group length over that width), `kernel_ok`, `bias`, and define `run` and `dense`."""
+
+    in_features: int
+    out_features: int
+    padded: int
+    kgroup: int
+    kernel_ok: bool
+    bias: np.ndarray | None
+
+    @property
+    def groups(self) -> int:
+        return self.padded // self.kgroup
+
+    def prepare(self, rt: "Kernels") -> None:
+        """Build what the runtime's kernel variant needs beyond the common layout (once)."""
+
+    def dense(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, rt: "Kernels", m: int, work: "Work", y: int, ldy: int, beta: int) -> None:
+        """y (+)= the product for `m` rows already quantised into `work` (raw addresses)."""
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, rt: "Kernels | None" = None) -> np.ndarray:
+        lib = rt.lib if rt is not None else None
+        if lib is None or not self.kernel_ok:
+            q, scale = quantize_rows(x)
+            y = (q @ self.dense().T) * scale
+            return y + self.bias if self.bias is not None else y
+        self.prepare(rt)
+        m, k = x.shape
+        work = Work(m, self.padded, self.groups)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        lib.xtc_quant(x.ctypes.data, m, k, k, self.padded, self.kgroup, work.q, work.sx, work.qsum)
+        y = np.empty((m, self.out_features), np.float32)
+        self.run(rt, m, work, y.ctypes.data, self.out_features, 0)
+        return y
+
+
+def _padding(in_features: int, groups: int) -> tuple[int, int, bool]:
+    """(padded width, group length over it, whether the kernels run it). One group per row pads
+    the width to whole 32-weight chunks (zero codes meet zero activations: no contribution);
+    real groups must be whole chunks already."""
+    if groups == 1:
+        padded = _round_up(in_features, 32)
+        return padded, padded, True
+    group = in_features // groups
+    return in_features, group, group % 32 == 0
+
+
+class BinaryLinear(Int8Linear):
+    """1-bit codes b (bit-packed, little-endian along the input) with a scale and min per row or
+    group, w = scale * b + min, on 8-bit activations. Decoding: the lookup-table GEMV. Prefill: the
+    bit-expanding GEMM, or on AVX-512 VNNI kernels the affine kernel's 1-bit tiles (vpdpbusd on
+    the bits unpacked in registers: ~2.5x faster there; the same on AVX2, so AVX2 keeps the
+    original)."""
+
+    def __init__(self, bits: np.ndarray, scale: np.ndarray, mins: np.ndarray, in_features: int,
+                 bias: np.ndarray | None = None):
         rows, groups = scale.shape
         self.out_features, self.in_features = rows, in_features
-        self.group = in_features // groups
-        if groups == 1:  # one group per row: pad the width to whole 32-weight chunks (zero bits)
-            self.padded = -(-in_features // 32) * 32
-            self.kgroup = self.padded
-        else:
-            self.padded, self.kgroup = in_features, self.group
-        width = self.padded // 8
+        self.padded, self.kgroup, self.kernel_ok = _padding(in_features, groups)
+        width = _round_up(self.padded, 8) // 8
         packed = np.zeros((rows, width), np.uint8)
-        packed[:, :bits.shape[1]] = bits[:, :width]
+        packed[:, :min(width, bits.shape[1])] = bits[:, :width]
         if in_features % 8:  # clear bits past the real width in the last byte
             packed[:, in_features // 8] &= np.uint8((1 << (in_features % 8)) - 1)
         self.bits = packed
-        self.alpha = as_f32(scale)
-        counts = np.unpackbits(packed, axis=1, bitorder="little")[:, :self.padded]
-        self.popcount = np.ascontiguousarray(
-            counts.reshape(rows, -1, self.kgroup).sum(-1, dtype=np.int32)[:, :groups])
+        self.scale, self.mins = _fp16_exact(scale), _fp16_exact(mins)  # as stored; every kernel reads these
         self.bias = None if bias is None else as_f32(bias)
-        self.kernel_ok = self.group % 32 == 0 or groups == 1
         self._dense: np.ndarray | None = None
-        self._pointers()
+        self.units: np.ndarray | None = None  # the affine kernel's 1-bit layout (AVX-512 prefill)
+        self._layouts()
 
-    def _pointers(self) -> None:
-        # The matrix kernel wants scales and bit counts as (groups, rows rounded up to 8).
-        rows, groups = self.alpha.shape
-        self.rows8, self.rows32 = -(-rows // 8) * 8, -(-rows // 32) * 32
-        self.alpha_t = np.zeros((groups, self.rows32), np.float32)
-        self.alpha_t[:, :rows] = self.alpha.T
-        self.popcount_t = np.zeros((groups, self.rows32), np.int32)
-        self.popcount_t[:, :rows] = self.popcount.T
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None = None) -> "BinaryLinear":
+        """XTC's binary weights alpha * sign: codes -1/+1, alpha per row or group (scale 2 alpha, min -alpha)."""
+        alpha = as_f32(alpha)
+        return cls.from_affine((codes > 0).astype(np.uint8), 2 * alpha, -alpha, bias)
+
+    @classmethod
+    def from_affine(cls, codes: np.ndarray, scale: np.ndarray, mins: np.ndarray,
+                    bias: np.ndarray | None = None) -> "BinaryLinear":
+        """Codes 0/1 (rows, cols) with scale and min (rows, groups)."""
+        bits = np.packbits(codes.astype(bool), axis=1, bitorder="little")
+        return cls(bits, scale, mins, codes.shape[1], bias)
+
+    def _layouts(self) -> None:
+        # The matrix kernel wants scales and mins as (groups, rows rounded up to 32).
+        rows, groups = self.scale.shape
+        self.rows8, self.rows32 = _round_up(rows, 8), _round_up(rows, 32)
+        self.scale_t = np.zeros((groups, self.rows32), np.float32)
+        self.scale_t[:, :rows] = self.scale.T
+        self.min_t = np.zeros((groups, self.rows32), np.float32)
+        self.min_t[:, :rows] = self.mins.T
         # Decoding kernel layout: per block of 32 rows and 4 columns, 16 bytes holding row i's
         # 4 bits (low nibble) and row 16 + i's (high nibble).
         steps = self.padded // 4
@@ -145,94 +244,197 @@ class BinaryLinear:
         blocks = nibbles.reshape(-1, 32, steps)
         self.lut_bits = np.ascontiguousarray((blocks[:, :16] | (blocks[:, 16:] << 4)).transpose(0, 2, 1))
         # Cached raw addresses: `ndarray.ctypes.data` costs microseconds, a decode step has dozens.
-        self.ptrs = (self.bits.ctypes.data, self.alpha.ctypes.data, self.popcount.ctypes.data, _ptr(self.bias))
-        self.ptrs_t = (self.bits.ctypes.data, self.alpha_t.ctypes.data, self.popcount_t.ctypes.data, _ptr(self.bias))
-        self.ptrs_lut = (self.lut_bits.ctypes.data, self.alpha_t.ctypes.data, self.rows32, _ptr(self.bias))
+        self.ptrs_t = (self.bits.ctypes.data, self.scale_t.ctypes.data, self.min_t.ctypes.data, _ptr(self.bias))
+        self.ptrs_lut = (self.lut_bits.ctypes.data, self.scale_t.ctypes.data, self.min_t.ctypes.data, self.rows32,
+                         _ptr(self.bias))
 
-    @classmethod
-    def from_codes(cls, codes: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> "BinaryLinear":
-        bits = np.packbits(codes > 0, axis=1, bitorder="little")
-        return cls(bits, scale, codes.shape[1], bias)
+    def prepare(self, rt: "Kernels") -> None:
+        if rt.vnni and self.units is None and self.kernel_ok:
+            self.units = affine_layout(self.codes(), 1)
+            self.sm = scale_min_layout(self.scale, self.mins)
+            self.ptrs_units = (self.units.ctypes.data, self.sm.ctypes.data, _ptr(self.bias))
 
     def codes(self) -> np.ndarray:
-        unpacked = np.unpackbits(self.bits, axis=1, bitorder="little")[:, :self.in_features]
-        return unpacked.astype(np.int8) * 2 - 1
+        """The 0/1 codes (rows, in_features)."""
+        return np.unpackbits(self.bits, axis=1, bitorder="little")[:, :self.in_features]
 
     def dense(self) -> np.ndarray:
         """The dequantised fp32 weights (the numpy fallback; built on first use)."""
         if self._dense is None:
-            self._dense = dequantize(self.codes(), self.alpha)
+            self._dense = dequantize_affine(self.codes(), self.scale, self.mins)
         return self._dense
 
-    def __call__(self, x: np.ndarray, rt: "Runtime | None" = None) -> np.ndarray:
-        lib = rt.lib if rt is not None else None
-        if lib is None or not self.kernel_ok:
-            q, scale = quantize_rows(x)
-            y = (q @ self.dense().T) * scale
-            return y + self.bias if self.bias is not None else y
-        m, k = x.shape
-        work = Work(m, self.padded, self.alpha.shape[1])
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        lib.xtc_quant(x.ctypes.data, m, k, k, self.padded, self.kgroup, work.u, work.sx, work.qsum)
-        y = np.empty((m, self.out_features), np.float32)
-        self.run(rt, m, work, y.ctypes.data, self.out_features, 0)
-        return y
-
-    def run(self, rt: "Runtime", m: int, work: "Work", y: int, ldy: int, beta: int) -> None:
-        """y (+)= the product for `m` rows already quantised into `work` (raw addresses)."""
-        head = (m, self.out_features, self.padded, self.kgroup, work.u, work.sx, work.qsum)
+    def run(self, rt: "Kernels", m: int, work: "Work", y: int, ldy: int, beta: int) -> None:
+        head = (m, self.out_features, self.padded, self.kgroup, work.q, work.sx, work.qsum)
         if m <= rt.gemv_rows:
             rt.lib.xtc_gemv_lut(*head, *self.ptrs_lut, y, ldy, beta, rt.tables(m * self.padded * 8))
+        elif rt.vnni and self.units is not None:
+            rt.lib.xtc_affine(1, *head, *self.ptrs_units, y, ldy, beta, rt.block_rows)
         else:
             rt.lib.xtc_gemm_b1(*head, *self.ptrs_t, y, ldy, beta, rt.scratch(self.rows8 * self.padded), rt.block_rows)
 
     @staticmethod
     def concat(parts: list["BinaryLinear"]) -> "BinaryLinear":
-        biases = [p.bias if p.bias is not None else np.zeros(p.out_features, np.float32) for p in parts]
-        has_bias = any(p.bias is not None for p in parts)
-        out = BinaryLinear.__new__(BinaryLinear)
-        out.__dict__.update(parts[0].__dict__)
-        out.out_features = sum(p.out_features for p in parts)
-        out.bits = np.concatenate([p.bits for p in parts])
-        out.alpha = np.concatenate([p.alpha for p in parts])
-        out.popcount = np.concatenate([p.popcount for p in parts])
-        out.bias = np.concatenate(biases) if has_bias else None
-        out._dense = None
-        out._pointers()
-        return out
+        return BinaryLinear(np.concatenate([p.bits for p in parts]), np.concatenate([p.scale for p in parts]),
+                            np.concatenate([p.mins for p in parts]), parts[0].in_features, _concat_bias(parts))
 
 
-def fuse(parts: list) -> DenseLinear | BinaryLinear | _Split:
+# The affine kernels' weight layout (xtc/infer/kernels/affine.cpp): rows in blocks of 16, inputs
+# in chunks of 32 (8 steps of 4); a chunk of a block is 64-byte units, in each unit row i owns
+# bytes 4i..4i+3 and bit field f of unit u holds step u * (8 / width) + f. 3-bit codes: two units
+# of their low 2 bits, then one unit of their high bit.
+def _to_units(q: np.ndarray, width: int) -> np.ndarray:
+    """(blocks, chunks, 8 steps, 16 rows, 4) codes < 2**width -> (blocks, chunks, units, 64) bytes."""
+    per_unit = 8 // width
+    b, c = q.shape[:2]
+    fields = q.reshape(b, c, 8 // per_unit, per_unit, 16, 4)
+    out = np.zeros((b, c, 8 // per_unit, 16, 4), np.uint8)
+    for f in range(per_unit):
+        out |= fields[:, :, :, f] << np.uint8(width * f)
+    return out.reshape(b, c, -1, 64)
+
+
+def _from_units(units: np.ndarray, width: int) -> np.ndarray:
+    """Inverse of `_to_units`."""
+    per_unit = 8 // width
+    b, c, n = units.shape[:3]
+    shifts = (np.arange(per_unit, dtype=np.uint8) * width)[:, None, None]
+    fields = (units.reshape(b, c, n, 1, 16, 4) >> shifts) & np.uint8((1 << width) - 1)
+    return fields.reshape(b, c, n * per_unit, 16, 4)
+
+
+def affine_layout(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Codes (rows, cols) -> (blocks, chunks, 64 * bits) bytes; rows padded to 16, cols to 32."""
+    rows, cols = codes.shape
+    q = np.zeros((_round_up(rows, 16), _round_up(cols, 32)), np.uint8)
+    q[:rows, :cols] = codes
+    q = q.reshape(q.shape[0] // 16, 16, q.shape[1] // 32, 8, 4).transpose(0, 2, 3, 1, 4)
+    if bits == 3:
+        out = np.concatenate([_to_units(q & 3, 2), _to_units(q >> 2, 1)], axis=2)
+    else:
+        out = _to_units(q, bits)
+    return np.ascontiguousarray(out.reshape(out.shape[0], out.shape[1], -1))
+
+
+def affine_codes(layout: np.ndarray, bits: int, rows: int, cols: int) -> np.ndarray:
+    """Inverse of `affine_layout`: codes (rows, cols)."""
+    b, c = layout.shape[:2]
+    units = layout.reshape(b, c, -1, 64)
+    q = _from_units(units[:, :, :2], 2) | (_from_units(units[:, :, 2:], 1) << np.uint8(2)) if bits == 3 \
+        else _from_units(units, bits)
+    return np.ascontiguousarray(q.transpose(0, 3, 1, 2, 4).reshape(b * 16, c * 32)[:rows, :cols])
+
+
+def scale_min_layout(scale: np.ndarray, mins: np.ndarray, block: int = 16) -> np.ndarray:
+    """(rows, groups) fp16 scales and mins -> (row blocks, groups, 2 * block) as uint16 (fp16 bits):
+    per block and group, `block` scales then `block` mins."""
+    rows, groups = scale.shape
+    padded = _round_up(rows, block)
+    both = np.zeros((2, padded, groups), np.float16)
+    both[0, :rows], both[1, :rows] = scale, mins
+    out = both.reshape(2, padded // block, block, groups).transpose(1, 3, 0, 2)
+    return np.ascontiguousarray(out.reshape(padded // block, groups, 2 * block)).view(np.uint16)
+
+
+class AffineLinear(Int8Linear):
+    """2-, 3- or 4-bit codes q with a scale and min per row or group, w = scale * q + min, on 8-bit
+    activations (k-bit GEMM for prefill, GEMV for decoding: `xtc_affine`)."""
+
+    def __init__(self, codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray,
+                 bias: np.ndarray | None = None):
+        if bits not in (2, 3, 4):
+            raise ValueError(f"AffineLinear runs 2-, 3- and 4-bit codes, not {bits}")
+        rows, cols = codes.shape
+        self.bits, self.out_features, self.in_features = bits, rows, cols
+        self.padded, self.kgroup, self.kernel_ok = _padding(cols, scale.shape[1])
+        self.scale, self.mins = _fp16_exact(scale), _fp16_exact(mins)  # what the kernels read
+        self.bias = None if bias is None else as_f32(bias)
+        self.weights = affine_layout(codes, bits)
+        self.sm = scale_min_layout(self.scale, self.mins)
+        self._dense: np.ndarray | None = None
+        self.ptrs = (self.weights.ctypes.data, self.sm.ctypes.data, _ptr(self.bias))
+
+    def codes(self) -> np.ndarray:
+        return affine_codes(self.weights, self.bits, self.out_features, self.in_features)
+
+    def dense(self) -> np.ndarray:
+        if self._dense is None:
+            self._dense = dequantize_affine(self.codes(), self.scale, self.mins)
+        return self._dense
+
+    def run(self, rt: "Kernels", m: int, work: "Work", y: int, ldy: int, beta: int) -> None:
+        rt.lib.xtc_affine(self.bits, m, self.out_features, self.padded, self.kgroup, work.q, work.sx, work.qsum,
+                          *self.ptrs, y, ldy, beta, rt.block_rows)
+
+    @staticmethod
+    def concat(parts: list["AffineLinear"]) -> "AffineLinear":
+        return AffineLinear(np.concatenate([p.codes() for p in parts]), parts[0].bits,
+                            np.concatenate([p.scale for p in parts]), np.concatenate([p.mins for p in parts]),
+                            _concat_bias(parts))
+
+
+def quantized_linear(codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray, bias: np.ndarray | None,
+                     act_bits: int | None) -> DenseLinear | BinaryLinear | AffineLinear:
+    """The linear class that runs codes of `bits` bits (scale * q + min) fastest: the integer
+    kernels for 1..4-bit codes on 8-bit activations, else fp32 on the dequantised weights."""
+    if act_bits == 8 and bits == 1:
+        return BinaryLinear.from_affine(codes, scale, mins, bias)
+    if act_bits == 8 and bits in (2, 3, 4):
+        return AffineLinear(codes, bits, scale, mins, bias)
+    return DenseLinear(dequantize_affine(codes, scale, mins), bias, act_bits)
+
+
+def fuse(parts: list):
     """One linear computing `parts` side by side (q, k, v; gate, up), fused where the kinds agree."""
     if len(parts) == 1:
         return parts[0]
-    same = all(type(p) is type(parts[0]) for p in parts) and len({p.in_features for p in parts}) == 1
-    if same and isinstance(parts[0], BinaryLinear) and len({p.alpha.shape[1] for p in parts}) == 1:
+    first = parts[0]
+    same = all(type(p) is type(first) for p in parts) and len({p.in_features for p in parts}) == 1
+    if same and isinstance(first, BinaryLinear) and len({p.scale.shape[1] for p in parts}) == 1:
         return BinaryLinear.concat(parts)
-    if same and isinstance(parts[0], DenseLinear) and len({p.act_bits for p in parts}) == 1:
+    if same and isinstance(first, AffineLinear) and len({(p.bits, p.scale.shape[1]) for p in parts}) == 1:
+        return AffineLinear.concat(parts)
+    if same and isinstance(first, DenseLinear) and len({p.act_bits for p in parts}) == 1:
         return DenseLinear.concat(parts)
-    return _Split(parts)
+    return Split(parts)
 
 
-class _Split:
-    """Linears that cannot be fused (mixed kinds): run each, concatenate the outputs."""
+class Split:
+    """Linears that cannot be fused (mixed kinds or formats): run each, concatenate the outputs.
+    Integer linears sharing one activation quantisation (same padded width and group) also run
+    as one step of a fused block, each writing its columns of the output."""
 
     def __init__(self, parts):
         self.parts = parts
         self.in_features = parts[0].in_features
         self.out_features = sum(p.out_features for p in parts)
+        shared = all(isinstance(p, Int8Linear) and p.kernel_ok for p in parts)
+        shared = shared and len({(p.padded, p.kgroup) for p in parts}) == 1
+        self.kernel_ok = shared
+        if shared:
+            self.padded, self.kgroup, self.groups = parts[0].padded, parts[0].kgroup, parts[0].groups
 
     def __call__(self, x, rt=None):
         return np.concatenate([p(x, rt) for p in self.parts], axis=-1)
+
+    def prepare(self, rt: "Kernels") -> None:
+        for p in self.parts:
+            p.prepare(rt)
+
+    def run(self, rt: "Kernels", m: int, work: "Work", y: int, ldy: int, beta: int) -> None:
+        col = 0
+        for p in self.parts:
+            p.run(rt, m, work, y + 4 * col, ldy, beta)
+            col += p.out_features
 
 
 class Work:
     """Buffers for quantised activations (and a fused block's intermediates), with raw addresses."""
 
     def __init__(self, rows: int, width: int, groups: int, block: "Block | None" = None, heads_width: int = 0):
-        self.arrays = [np.empty((rows, width), np.uint8), np.empty(rows, np.float32),
+        self.arrays = [np.empty((rows, width), np.int8), np.empty(rows, np.float32),
                        np.empty((rows, groups), np.int32)]
-        self.u, self.sx, self.qsum = (a.ctypes.data for a in self.arrays)
+        self.q, self.sx, self.qsum = (a.ctypes.data for a in self.arrays)
         if block is not None:
             for name, cols in (("qkv", block.qkv.out_features), ("att", heads_width), ("gu", block.up.out_features)):
                 arr = np.empty((rows, cols), np.float32)
@@ -241,43 +443,93 @@ class Work:
 
 
 # -- embedding tables ---------------------------------------------------------------------------
-class Table:
-    """An embedding table, fp32 or int8 codes with a scale per row or group; doubles as the head."""
+def head4_layout(codes: np.ndarray) -> np.ndarray:
+    """4-bit table codes (rows, dim), dim % 32 == 0 -> (rows, dim / 2) bytes: per chunk of 32,
+    byte i = q[i] | q[16 + i] << 4 (xtc_gemv_u4f unpacks 16 codes with one mask or shift)."""
+    rows, dim = codes.shape
+    q = codes.reshape(rows, dim // 32, 2, 16)
+    return np.ascontiguousarray((q[:, :, 0] | (q[:, :, 1] << np.uint8(4))).reshape(rows, dim // 2))
 
-    def __init__(self, weight: np.ndarray | None = None, codes: np.ndarray | None = None,
-                 scale: np.ndarray | None = None):
-        self.weight = None if weight is None else as_f32(weight)
-        self.codes = None if codes is None else np.ascontiguousarray(codes, dtype=np.int8)
-        self.scale = None if scale is None else as_f32(scale)
-        self.rows, self.dim = (self.weight if weight is not None else self.codes).shape
-        self.group = self.dim if self.scale is None else self.dim // self.scale.shape[1]
+
+def head4_codes(layout: np.ndarray) -> np.ndarray:
+    rows, half = layout.shape
+    b = layout.reshape(rows, half // 16, 16)
+    return np.stack([b & np.uint8(15), b >> np.uint8(4)], axis=2).reshape(rows, 2 * half)
+
+
+class Table:
+    """An embedding table that doubles as the output head: fp32 (`weight`), or integer codes with a
+    scale and min per row or group (`Table.quantized`), kept as
+    - 4 bits per code (codes < 16, widths and groups in whole chunks of 32): `xtc_gemv_u4f`;
+    - else int8 codes c = q - 128 with the min shifted by 128 scales (dropped when zero, as for
+      symmetric 8-bit tables): `xtc_gemv_i8f`."""
+
+    def __init__(self, weight: np.ndarray):
+        self.weight: np.ndarray | None = as_f32(weight)
+        self.rows, self.dim = self.weight.shape
+        self.group = self.dim
+        self.packed4 = self.sm = self.codes = self.scale = self.mins = None
         self._dense: np.ndarray | None = None
 
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
+    @classmethod
+    def quantized(cls, codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray) -> "Table":
+        table = cls.__new__(cls)
+        table.weight, table._dense = None, None
+        table.packed4 = table.sm = table.codes = table.scale = table.mins = None
+        table.rows, table.dim = codes.shape
+        table.group = table.dim // scale.shape[1]
+        if bits <= 4 and table.dim % 32 == 0 and table.group % 32 == 0:
+            table.packed4 = head4_layout(codes)
+            pairs = np.stack([np.asarray(scale, np.float32), np.asarray(mins, np.float32)], axis=-1)
+            table.sm = np.ascontiguousarray(pairs.astype(np.float16)).view(np.uint16)  # (rows, groups, 2): the only copy
+        else:
+            table.scale = as_f32(scale)
+            table.codes = (codes.astype(np.int16) - 128).astype(np.int8)
+            shifted = as_f32(mins) + 128 * table.scale
+            table.mins = None if not shifted.any() else as_f32(shifted)
+        return table
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows `ids` dequantised (fp32)."""
         if self.weight is not None:
             return self.weight[ids]
-        return dequantize(self.codes[ids], self.scale[ids])
+        if self.packed4 is not None:
+            pairs = self.sm[ids].view(np.float16).astype(np.float32)
+            return dequantize_affine(head4_codes(self.packed4[ids]), pairs[..., 0], pairs[..., 1])
+        n = len(ids)
+        scale, codes = self.scale[ids], self.codes[ids].astype(np.float32).reshape(n, -1, self.group)
+        out = codes * scale[..., None]
+        if self.mins is not None:
+            out += self.mins[ids][..., None]
+        return out.reshape(n, self.dim)
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        return self._rows(np.asarray(ids))
 
     def dense(self) -> np.ndarray:
         if self.weight is not None:
             return self.weight
         if self._dense is None:
-            self._dense = dequantize(self.codes, self.scale)
+            self._dense = self._rows(np.arange(self.rows))
         return self._dense
 
-    def project(self, x: np.ndarray, rt: "Runtime") -> np.ndarray:
+    def project(self, x: np.ndarray, rt: "Kernels") -> np.ndarray:
         """x @ table^T: the output head."""
         lib = rt.lib
         if lib is not None:
             x = np.ascontiguousarray(x, dtype=np.float32)
-            y = np.empty((x.shape[0], self.rows), np.float32)
+            m, k = x.shape
+            y = np.empty((m, self.rows), np.float32)
             if self.weight is not None:
-                lib.xtc_gemv_f32rows(x.shape[0], self.rows, self.dim, x.ctypes.data, self.dim, self.weight.ctypes.data,
-                                     y.ctypes.data, self.rows)
+                lib.xtc_gemv_f32rows(m, self.rows, k, x.ctypes.data, k, self.weight.ctypes.data, y.ctypes.data, self.rows)
+                return y
+            if self.packed4 is not None:
+                lib.xtc_gemv_u4f(m, self.rows, k, self.group, x.ctypes.data, k, self.packed4.ctypes.data,
+                                 self.sm.ctypes.data, y.ctypes.data, self.rows)
                 return y
             if self.dim % 8 == 0 and self.group % 8 == 0:
-                lib.xtc_gemv_i8f(x.shape[0], self.rows, self.dim, self.group, x.ctypes.data, self.dim,
-                                 self.codes.ctypes.data, self.scale.ctypes.data, y.ctypes.data, self.rows)
+                lib.xtc_gemv_i8f(m, self.rows, k, self.group, x.ctypes.data, k, self.codes.ctypes.data,
+                                 self.scale.ctypes.data, _ptr(self.mins), y.ctypes.data, self.rows)
                 return y
         return x @ self.dense().T
 
@@ -295,7 +547,7 @@ class Norm:
         self.bias = None if self.bias is None else as_f32(self.bias)
         self.ptrs = (self.weight.ctypes.data, _ptr(self.bias))
 
-    def __call__(self, x: np.ndarray, rt: "Runtime") -> np.ndarray:
+    def __call__(self, x: np.ndarray, rt: "Kernels") -> np.ndarray:
         m, k = x.shape
         if rt.lib is not None:
             out = np.empty_like(x)

@@ -2,8 +2,9 @@
 that is reused across calls for the unchanged prefix.
 
 The runtime holds its weights as numpy arrays (`xtc.infer.layers`, built by `xtc.infer.spec`) and
-runs on small compiled kernels (`xtc.infer.kernels`: AVX2 C++ built once with g++, loaded with
-ctypes), falling back to numpy where they are missing. It never imports torch or transformers for
+runs on small compiled kernels (`xtc.infer.kernels`: C++ built once with g++ for the best
+instruction set the CPU has, AVX-512 VNNI or AVX2, loaded with ctypes), falling back to numpy
+where they are missing (`Runtime.kernels` says which run). It never imports torch or transformers for
 a packed or Hugging Face model directory: weights come straight from the safetensors file, still
 bit-packed, and the tokenizer from `tokenizer.json`. That keeps the process small (torch alone
 costs ~230 MB of RSS) and starts fast. `Runtime(model, tokenizer)` also accepts a transformers
@@ -11,10 +12,11 @@ model (plain or fake-quantised), reading its weights once; sources the direct re
 (`.gguf`, hub ids, directories without safetensors) are loaded through transformers that way, with
 a warning that says why.
 
-A block whose linears are all binary runs as ten kernel calls on preallocated buffers (norm and
-quantisation fused, q/k/v and gate/up fused, residual adds in the matmul epilogue); the last
-layer of a prefill computes attention and MLP for the last position only (the only one the head
-reads). The output head multiplies the int8 (or fp32) embedding table directly.
+A block whose linears all run on 8-bit activations (1- to 4-bit weights) runs as ten kernel
+calls on preallocated buffers (norm and quantisation fused, q/k/v and gate/up fused, residual adds
+in the matmul epilogue); the last layer of a prefill computes attention and MLP for the last
+position only (the only one the head reads). The output head multiplies the embedding table
+(4-bit, 8-bit or fp32) directly.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.sources import Source, load_with_transformers, resolve
 from xtc.infer import kernels as kernels_lib
-from xtc.infer.layers import BinaryLinear, Block, DenseLinear, Spec, Work
+from xtc.infer.layers import Block, Int8Linear, Kernels, Spec, Split, Work
 from xtc.infer.spec import Unsupported, spec_from_directory, spec_from_model
 from xtc.infer.tokenizer import load_tokenizer
 
@@ -57,20 +59,22 @@ class KVCache:
     tokens: list[int] = field(default_factory=list)
 
 
-class Runtime:
+class Runtime(Kernels):
     """A model ready for CPU completion: `prefill(ids)` then `step(token)`, both returning
     next-token logits (a float32 numpy vector). Consecutive calls share the KV cache for the
     common prefix."""
 
-    gemv_rows = 4  # up to this many new tokens use the matrix-vector kernel
-    block_rows = 64  # rows of activations per cache block in the matrix kernel
-
     def __init__(self, model, tokenizer=None, name: str = "model", threads: int | None = None,
-                 max_context: int = defaults.RUNTIME_MAX_CONTEXT, *, spec: Spec | None = None, kernels: bool = True):
+                 max_context: int = defaults.RUNTIME_MAX_CONTEXT, *, spec: Spec | None = None,
+                 kernels: bool | str = True):
         """`model`: a transformers model (plain or fake-quantised), or None with `spec` (weights
-        read by `spec_from_directory`). `kernels=False` forces the numpy path (for tests)."""
+        read by `spec_from_directory`). `kernels`: True picks the best compiled kernels (or what
+        XTC_KERNELS forces), a variant name ("avx2", "avx512-vnni") asks for that one, False
+        forces the numpy path (for tests)."""
         self.threads = threads or default_threads()
-        self.lib = kernels_lib.load() if kernels else None
+        super().__init__(None if kernels is False else kernels_lib.load(None if kernels is True else kernels))
+        self.kernels = kernels_lib.name(self.lib)  # "avx512-vnni", "avx2" or "numpy"
+        self.kernels_error = None if self.lib is not None or kernels is False else kernels_lib.error
         if self.lib is not None:
             self.lib.xtc_set_threads(self.threads)
         if spec is None:
@@ -84,20 +88,19 @@ class Runtime:
         self.is_llama = spec.arch == "llama"
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.n_kv_heads, spec.head_dim
         self.max_context = min(max_context, spec.positions)
+        if spec.rope is not None and len(spec.rope[0]) < self.max_context:  # the kernels read them unchecked
+            raise ValueError(f"the spec's rotary tables cover {len(spec.rope[0])} positions, fewer than the runtime's "
+                             f"context of {self.max_context}: build the spec with max_context >= {self.max_context}")
         self.blocks = spec.blocks
         self.attn_scale = spec.attn_scale or 1.0 / math.sqrt(self.head_dim)
-        self._scratch = np.empty(0, np.int8)
-        self._tables = np.empty(0, np.uint8)
         self.loader = "model"
         self.source: Source | None = None  # set by load_runtime
         self.cache = self._empty_cache()
         self.fused = [self._can_fuse(b) for b in self.blocks]
-        if self.lib is not None:
+        if self.lib is not None:  # kernel layouts, once (fp32 panels; AVX-512's 1-bit tiles)
             for b in self.blocks:
                 for lin in (b.qkv, b.out, b.up, b.down):
-                    for part in getattr(lin, "parts", [lin]):
-                        if isinstance(part, DenseLinear):
-                            part.prepare()
+                    lin.prepare(self)
         self._works: dict[int, list[Work]] = {}
         if self.spec.rope is not None:
             self._rope_ptrs = (self.spec.rope[0].ctypes.data, self.spec.rope[1].ctypes.data)
@@ -105,10 +108,11 @@ class Runtime:
             self._rope_ptrs = (None, None)
 
     def _can_fuse(self, block: Block) -> bool:
-        """A block whose four linears are binary kernels runs as a few fused kernel calls."""
+        """A block whose four linears run on the integer kernels runs as a few fused kernel calls."""
         if self.lib is None:
             return False
-        if not all(isinstance(lin, BinaryLinear) and lin.kernel_ok for lin in (block.qkv, block.out, block.up, block.down)):
+        linears = (block.qkv, block.out, block.up, block.down)
+        if not all(isinstance(lin, (Int8Linear, Split)) and lin.kernel_ok for lin in linears):
             return False
         act = self.spec.activation
         return act == "silu" if self.is_llama else act in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -117,7 +121,7 @@ class Runtime:
         """Buffers for a fused block; kept for decoding-sized calls, fresh for a long prefill."""
         linears = (block.qkv, block.out, block.up, block.down)
         width = max(lin.padded for lin in linears)
-        groups = max(lin.alpha.shape[1] for lin in linears)
+        groups = max(lin.groups for lin in linears)
         if n > self.gemv_rows:
             return Work(n, width, groups, block, self.n_heads * self.head_dim)
         key = (n, width, groups, block.qkv.out_features, block.up.out_features)
@@ -137,16 +141,6 @@ class Runtime:
         self._kv_ptrs = [(k.ctypes.data, v.ctypes.data) for k, v in zip(cache.keys, cache.values)]
         self._cap = cap
         return cache
-
-    def tables(self, nbytes: int) -> int:
-        if self._tables.size < nbytes:
-            self._tables = np.empty(nbytes, np.uint8)
-        return self._tables.ctypes.data
-
-    def scratch(self, nbytes: int) -> int:
-        if self._scratch.size < nbytes:
-            self._scratch = np.empty(nbytes, np.int8)
-        return self._scratch.ctypes.data
 
     @property
     def vocab_size(self) -> int:
@@ -190,13 +184,13 @@ class Runtime:
         return logits if all_logits else logits[0]
 
     def _block_fused(self, i: int, b: Block, x: np.ndarray, start: int, n: int, only_last: bool) -> None:
-        """One binary block in place on the residual stream x: ten kernel calls, no temporaries."""
+        """One integer-kernel block in place on the residual stream x: ten kernel calls, no temporaries."""
         lib, w = self.lib, self._work(n, b)
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
         D, width = x.shape[1], b.qkv.out_features
         xp = x.ctypes.data
         n1, n2 = b.norm1, b.norm2
-        lib.xtc_norm_quant(xp, n, D, *n1.ptrs, n1.eps, int(n1.rms), b.qkv.padded, b.qkv.kgroup, w.u, w.sx, w.qsum)
+        lib.xtc_norm_quant(xp, n, D, *n1.ptrs, n1.eps, int(n1.rms), b.qkv.padded, b.qkv.kgroup, w.q, w.sx, w.qsum)
         b.qkv.run(self, n, w, w.qkv, width, 0)
         kp, vp = self._kv_ptrs[i]
         lib.xtc_rope_kv(w.qkv, n, start, H, KV, hd, width, *self._rope_ptrs, kp, vp, self._cap)
@@ -204,12 +198,12 @@ class Runtime:
         if only_last:
             q, m, start, xp = q + 4 * (n - 1) * width, 1, start + n - 1, xp + 4 * (n - 1) * D
         lib.xtc_attention(m, start, H, KV, hd, q, width, kp, vp, self._cap, w.att, H * hd, self.attn_scale)
-        lib.xtc_quant(w.att, m, H * hd, H * hd, b.out.padded, b.out.kgroup, w.u, w.sx, w.qsum)
+        lib.xtc_quant(w.att, m, H * hd, H * hd, b.out.padded, b.out.kgroup, w.q, w.sx, w.qsum)
         b.out.run(self, m, w, xp, D, 1)
-        lib.xtc_norm_quant(xp, m, D, *n2.ptrs, n2.eps, int(n2.rms), b.up.padded, b.up.kgroup, w.u, w.sx, w.qsum)
+        lib.xtc_norm_quant(xp, m, D, *n2.ptrs, n2.eps, int(n2.rms), b.up.padded, b.up.kgroup, w.q, w.sx, w.qsum)
         b.up.run(self, m, w, w.gu, b.up.out_features, 0)
         lib.xtc_act_quant(0 if self.is_llama else 1, w.gu, m, b.down.in_features, b.up.out_features, b.down.padded,
-                          b.down.kgroup, w.u, w.sx, w.qsum)
+                          b.down.kgroup, w.q, w.sx, w.qsum)
         b.down.run(self, m, w, xp, D, 1)
 
     def _attention(self, i: int, block: Block, h: np.ndarray, start: int, n: int, only_last: bool = False) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from xtc.core import format
 from xtc.core.errors import XtcError
-from xtc.infer.layers import BinaryLinear, Block, DenseLinear, Norm, Spec, Table, as_f32, dequantize, fuse
+from xtc.infer.layers import Block, DenseLinear, Norm, Spec, Table, as_f32, fuse, quantized_linear
 
 RopeTables = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (length, head dim) -> cos, sin
 
@@ -84,11 +84,12 @@ def rope_tables(config: dict, length: int, head_dim: int) -> tuple[np.ndarray, n
 
 
 def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None = None) -> Spec:
-    """The runtime's Spec from a config and a name -> numpy array mapping (anything with `in` and
-    `[]`). `rope`: cos/sin tables for RoPE models (default: computed from the config)."""
+    """The runtime's Spec from a config and a name -> numpy array mapping (anything with `in`,
+    `[]` and `keys()`). `rope`: cos/sin tables for RoPE models (default: computed from the config)."""
     layout = format.layout_of(config.get("model_type"))
-    settings = config.get("xtc") or {}
-    weight_bits, act_bits = settings.get("weight_bits"), settings.get("act_bits")
+    section = config.get("xtc") or {}
+    quant = format.read_quant(section, tensors.keys())  # module -> Quantizer, for v1 and v2 alike
+    v1, act_bits = section.get("version", 1) < 2, section.get("act_bits")
     s = _sizes(layout, config, max_context)
     d = s.width
 
@@ -97,22 +98,30 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
             raise Unsupported(f"missing tensor {name}")
         return tensors[name]
 
-    def packed_codes(name: str, bits: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        scale = tensor(format.scale_name(name)).astype(np.float32)
-        return format.unpack_ints(tensor(format.packed_name(name)), bits, cols), scale
+    def affine(name: str, q: format.Quantizer, rows: int | None, cols: int) -> tuple[np.ndarray, ...]:
+        """A quantised module's codes (rows, cols), scales and mins (rows, groups), any version."""
+        packed = tensor(format.packed_name(name))
+        width = cols if q.bits == 8 else -(-cols * (2 if q.bits == 3 else q.bits) // 8)
+        if packed.ndim != 2 or packed.shape[1] != width or (rows is not None and packed.shape[0] != rows):
+            raise Unsupported(f"{name}: packed shape {packed.shape}")
+        if v1:
+            codes, scale, mins = format.v1_affine(packed, tensor(format.scale_name(name)), q.bits, cols)
+        else:
+            parts = {format.PACKED: packed}
+            if q.bits == 3:
+                parts[format.PACKED_HI] = tensor(f"{name}.{format.PACKED_HI}")
+            codes = format.unpack_codes(parts, q.bits, cols)
+            scale, mins = tensor(format.scale_name(name)), tensor(f"{name}.{format.MIN}")
+        if scale.shape != (packed.shape[0], q.groups(cols)) or np.shape(mins) != scale.shape:
+            raise Unsupported(f"{name}: scale shape {scale.shape} for {q}")
+        return codes, scale, mins
 
     def linear(name: str, rows: int, cols: int):
         bias = tensor(f"{name}.bias").astype(np.float32) if f"{name}.bias" in tensors else None
-        if format.packed_name(name) in tensors:
-            bits = weight_bits or 1
-            if bits == 1 and act_bits == 8:
-                packed = tensor(format.packed_name(name))
-                scale = tensor(format.scale_name(name)).astype(np.float32)
-                if packed.shape != (rows, -(-cols // 8)):
-                    raise Unsupported(f"{name}: packed shape {packed.shape}")
-                return BinaryLinear(packed, scale, cols, bias)
-            codes, scale = packed_codes(name, bits, cols)
-            return DenseLinear(dequantize(codes, scale), bias, act_bits)
+        if name in quant:
+            q = quant[name]
+            codes, scale, mins = affine(name, q, rows, cols)
+            return quantized_linear(codes, q.bits, scale, mins, bias, act_bits)
         w = tensor(f"{name}.weight")
         if layout.transposed:  # GPT-2's Conv1D stores (in, out)
             w = w.T
@@ -121,10 +130,11 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
         return DenseLinear(w, bias)
 
     def table(name: str) -> Table:
-        if format.packed_name(name) in tensors:
-            codes, scale = packed_codes(name, settings.get("embed_bits") or 8, d)
-            return Table(codes=codes, scale=scale)
-        return Table(weight=tensor(f"{name}.weight"))
+        if name in quant:
+            q = quant[name]
+            codes, scale, mins = affine(name, q, None, d)
+            return Table.quantized(codes, q.bits, scale, mins)
+        return Table(tensor(f"{name}.weight"))
 
     def norm(name: str) -> Norm:
         bias = None if layout.rms_norm else tensor(f"{name}.bias")
@@ -151,7 +161,7 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
         pos_embed = table(layout.embeddings[1])
     head = embed
     untied_table = f"{layout.head}.{format.HEAD_TABLE}"
-    if format.packed_name(untied_table) in tensors:
+    if untied_table in quant:
         head = table(untied_table)
     elif f"{layout.head}.weight" in tensors:
         head = table(layout.head)
@@ -184,6 +194,9 @@ class DirectoryTensors:
 
     def __contains__(self, key: str) -> bool:
         return key in self.where
+
+    def keys(self):
+        return self.where.keys()
 
     def __getitem__(self, key: str) -> np.ndarray:
         try:

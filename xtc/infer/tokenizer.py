@@ -79,6 +79,13 @@ class FastTokenizer:
         return self._tok.get_vocab(with_added_tokens=True)
 
 
+def decode_exact(tokenizer, ids) -> str:
+    """The text of `ids` exactly as the model wrote it, from a FastTokenizer or a transformers
+    tokenizer: special tokens kept, and never `clean_up_tokenization_spaces` (GPT-2 and CodeGPT
+    configs set it, and it rewrites code: `x = 'sys'` would become `x ='sys'`)."""
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
 def load_tokenizer(directory: Path) -> FastTokenizer | None:
     """The directory's `tokenizer.json` as a FastTokenizer, or None when there is none or it is
     unusual (transformers knows more formats)."""

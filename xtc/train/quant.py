@@ -1,10 +1,20 @@
-"""XTC's extreme quantisers and the layers that use them.
+"""Quantisers and the layers that use them.
 
-Weights: binary `alpha * sign(W)` (1 bit) or ternary `alpha * {-1, 0, +1}` (2 bits), with alpha per
-output row or per group of `group_size` inputs. Activations: symmetric 8-bit with a dynamic scale
-per token. All quantisers pass gradients straight through (STE), so training keeps fp32 latent
-weights. Scales are rounded to fp16 because that is how they are stored on disk: the packed model
-then reproduces the fake-quantised student bit for bit.
+One weight quantiser covers every format this project stores (`xtc.core.format.Quantizer`): codes
+`q` in `[0, levels)` with a scale and a min per output row or group, `w = scale * q + min`.
+
+- binary (2 levels, XTC's 1 bit): starts as `alpha * sign(W)`, alpha = mean |W| (scale 2 alpha,
+  min -alpha);
+- ternary (3 levels): starts as ternary weight networks do, `alpha * {-1, 0, +1}`;
+- int2 / int3 / int4 (4 / 8 / 16 levels): start from the min-max grid whose clipping gives the
+  smallest squared error per group;
+- int8 (256 levels): embeddings at 8 bits.
+
+Scale and min are parameters, trained with the latent fp32 weights: the rounding passes gradients
+straight through (STE), so scale and min get LSQ-style gradients (EfficientQAT trains them the same
+way). The forward pass uses them rounded to fp16, because that is how they are stored: a packed
+model reproduces the fake-quantised student exactly. Activations entering the block linears are
+quantised per token to symmetric int8 (XTC's A8), the integer format the kernels multiply.
 """
 
 from __future__ import annotations
@@ -14,89 +24,120 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtc.core.defaults import WEIGHT_BITS_CHOICES
-from xtc.core.format import PACKED, SCALE, pack_ints
+from xtc.core.format import MIN, SCALE, Quantizer, pack_codes
 from xtc.train import arch as archs
 
-
-def _grouped(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
-    """(out, in) -> (out, groups, group_size); one group per row when group_size is None."""
-    out_features, in_features = w.shape
-    g = group_size or in_features
-    if in_features % g:
-        raise ValueError(f"group size {g} does not divide the input width {in_features}")
-    return w.reshape(out_features, in_features // g, g)
+# Weight formats by name: how many levels each stores.
+FORMATS = {"binary": 2, "ternary": 3, "int2": 4, "int3": 8, "int4": 16, "int8": 256}
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
 
 
-def _fp16_exact(scale: torch.Tensor) -> torch.Tensor:
-    return scale.to(torch.float16).to(scale.dtype).clamp_min(1e-8)
+def quantizer(fmt: str, group: int | None) -> Quantizer:
+    """The Quantizer of a named format (`binary`, `ternary`, `int2`, `int3`, `int4`, `int8`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown weight format {fmt!r}: one of {', '.join(FORMATS)}")
+    return Quantizer(FORMATS[fmt], group)
 
 
-def binarize(w: torch.Tensor, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes in {-1, +1} (int8, zero maps to +1) and alpha = mean |w| per row or group."""
-    wg = _grouped(w, group_size)
-    alpha = _fp16_exact(wg.abs().mean(-1))
-    codes = torch.where(wg >= 0, 1, -1).to(torch.int8)
-    return codes.reshape(w.shape), alpha
+def _grouped(w: torch.Tensor, group: int | None) -> torch.Tensor:
+    """(rows, cols) -> (rows, groups, group); one group per row when group is None."""
+    rows, cols = w.shape
+    g = group or cols
+    if cols % g:
+        raise ValueError(f"group size {g} does not divide the input width {cols}")
+    return w.reshape(rows, cols // g, g)
 
 
-def ternarize(w: torch.Tensor, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ternary weight networks: zero below 0.7 * mean |w|, alpha = mean of the survivors' |w|."""
-    wg = _grouped(w, group_size)
-    delta = 0.7 * wg.abs().mean(-1, keepdim=True)
-    keep = wg.abs() > delta
-    alpha = _fp16_exact((wg.abs() * keep).sum(-1) / keep.sum(-1).clamp_min(1))
-    codes = (torch.sign(wg) * keep).to(torch.int8)
-    return codes.reshape(w.shape), alpha
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float16).to(x.dtype)
 
 
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """codes (out, in) integer, scale (out, groups) -> (out, in) real weights."""
-    out_features, in_features = codes.shape
-    groups = scale.shape[-1]
-    w = codes.to(dtype).reshape(out_features, groups, in_features // groups) * scale.to(dtype)[..., None]
-    return w.reshape(out_features, in_features)
+def init_scale_min(w: torch.Tensor, q: Quantizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Starting scale and min (rows, groups) for `w` in format `q`, fp16-exact."""
+    wg = _grouped(w.detach().float(), q.group)
+    if q.levels == 2:  # XTC: alpha * sign(w), alpha = mean |w|
+        alpha = _fp16(wg.abs().mean(-1).clamp_min(1e-6))
+        return 2 * alpha, -alpha
+    if q.levels == 3:  # ternary weight networks: zero below 0.7 mean |w|, alpha = survivors' mean
+        keep = wg.abs() > 0.7 * wg.abs().mean(-1, keepdim=True)
+        alpha = _fp16(((wg.abs() * keep).sum(-1) / keep.sum(-1).clamp_min(1)).clamp_min(1e-6))
+        return alpha, -alpha
+    lo, hi = wg.amin(-1), wg.amax(-1)
+    best = None
+    for ratio in CLIP_RATIOS:
+        scale = _fp16(((hi - lo) * ratio / (q.levels - 1)).clamp_min(1e-6))
+        minimum = _fp16(lo * ratio)
+        err = (dequantize(codes_of(wg, scale, minimum, q.levels), scale, minimum) - wg).pow(2).sum(-1)
+        if best is None:
+            best = (scale, minimum, err)
+        else:
+            better = err < best[2]
+            best = (torch.where(better, scale, best[0]), torch.where(better, minimum, best[1]),
+                    torch.minimum(err, best[2]))
+    return best[0], best[1]
 
 
-def quantize_weight(w: torch.Tensor, bits: int, group_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if bits == 1:
-        return binarize(w, group_size)
-    if bits == 2:
-        return ternarize(w, group_size)
-    raise ValueError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, not {bits}")
+def codes_of(wg: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor, levels: int) -> torch.Tensor:
+    """Codes (rows, groups, group) of grouped weights for (rows, groups) scales and mins."""
+    return torch.clamp(torch.round((wg - minimum[..., None]) / scale[..., None]), 0, levels - 1)
 
 
-def symmetric_int(w: torch.Tensor, bits: int, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric integer codes and a scale per row or group (embeddings, heads)."""
-    qmax = 2 ** (bits - 1) - 1
-    wg = _grouped(w, group_size)
-    scale = _fp16_exact(wg.abs().amax(-1) / qmax)
-    codes = torch.round(wg / scale[..., None]).clamp(-qmax, qmax).to(torch.int8)
-    return codes.reshape(w.shape), scale
+def dequantize(q: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+    """Grouped codes back to weights: scale * q + min (same shape as q)."""
+    return q * scale[..., None] + minimum[..., None]
 
 
-class _WeightSTE(torch.autograd.Function):
-    """Forward: the quantised weight. Backward: the gradient unchanged (straight-through)."""
-
-    @staticmethod
-    def forward(ctx, w, bits, group_size):
-        codes, scale = quantize_weight(w, bits, group_size)
-        return dequantize(codes, scale, w.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None, None
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
 
 
-class _SymSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w, bits, group_size):
-        codes, scale = symmetric_int(w, bits, group_size)
-        return dequantize(codes, scale, w.dtype)
+def _fp16_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (_fp16(x) - x).detach()
 
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None, None
+
+class _AffineWeight(nn.Module):
+    """Latent fp32 weight + trainable scale and min: the quantiser shared by linears and tables."""
+
+    packed_params = ("weight", "scale", "min")  # stored as codes + fp16 scales and mins
+
+    def _init_quant(self, weight: torch.Tensor, q: Quantizer) -> None:
+        self.weight = nn.Parameter(weight.detach().clone().float())
+        self.quantizer = q
+        scale, minimum = init_scale_min(self.weight, q)
+        self.scale = nn.Parameter(scale)
+        self.min = nn.Parameter(minimum)
+
+    def stored_scale_min(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and min as stored (fp16 values), with straight-through gradients."""
+        return _fp16_ste(self.scale.clamp_min(1e-6)), _fp16_ste(self.min)
+
+    def quantized_weight(self) -> torch.Tensor:
+        scale, minimum = self.stored_scale_min()
+        wg = _grouped(self.weight, self.quantizer.group)
+        q = torch.clamp(_round_ste((wg - minimum[..., None]) / scale[..., None]), 0, self.quantizer.levels - 1)
+        return dequantize(q, scale, minimum).reshape(self.weight.shape)
+
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        """uint8 codes (rows, cols) of the current weight."""
+        scale, minimum = self.stored_scale_min()
+        wg = _grouped(self.weight.float(), self.quantizer.group)
+        return codes_of(wg, scale, minimum, self.quantizer.levels).reshape(self.weight.shape).to(torch.uint8)
+
+    # The packed format (xtc.core.format, v2): codes at their real width, fp16 scales and mins.
+    @torch.no_grad()
+    def packed_tensors(self) -> dict[str, np.ndarray]:
+        scale, minimum = self.stored_scale_min()
+        return {**pack_codes(self.codes().cpu().numpy(), self.quantizer.bits),
+                SCALE: scale.to(torch.float16).cpu().numpy(), MIN: minimum.to(torch.float16).cpu().numpy()}
+
+    @torch.no_grad()
+    def load_packed(self, q: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> None:
+        """Set the latent weight to the stored one (codes, fp16 scale and min)."""
+        self.scale.data = scale.float()
+        self.min.data = minimum.float()
+        wg = q.float().reshape(self.weight.shape[0], scale.shape[-1], -1)
+        self.weight.data = dequantize(wg, self.scale.data, self.min.data).reshape(self.weight.shape)
 
 
 def quantize_activations(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,81 +147,45 @@ def quantize_activations(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, 
     return torch.round(x / scale).clamp(-qmax, qmax), scale
 
 
-class _ActSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, bits):
-        q, scale = quantize_activations(x, bits)
-        return q * scale
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
 def fake_quant_activations(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    return _ActSTE.apply(x, bits)
+    """x rounded to `bits`-bit codes per token; gradients pass straight through."""
+    q, scale = quantize_activations(x, bits)
+    return x + (q * scale - x).detach()
 
 
-class QuantLinear(nn.Module):
-    """A linear layer with 1- or 2-bit weights and (optionally) 8-bit input activations.
+class QuantLinear(_AffineWeight):
+    """A linear layer with quantised weights and (optionally) 8-bit input activations. It wraps the
+    original layer's weights as latent fp32 weights; the forward pass sees only their quantised
+    values."""
 
-    Wraps the original layer's fp32 weights as latent weights; the forward pass sees only their
-    quantised values.
-    """
-
-    def __init__(self, linear: nn.Linear, weight_bits: int = 1, act_bits: int | None = 8,
-                 group_size: int | None = None):
+    def __init__(self, linear: nn.Linear, q: Quantizer, act_bits: int | None = 8):
         super().__init__()
-        if weight_bits not in WEIGHT_BITS_CHOICES:
-            raise ValueError(f"weight bits must be one of {WEIGHT_BITS_CHOICES}, not {weight_bits}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self._init_quant(linear.weight, q)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
-        self.weight_bits, self.act_bits, self.group_size = weight_bits, act_bits, group_size
-
-    def quantized_weight(self) -> torch.Tensor:
-        return _WeightSTE.apply(self.weight, self.weight_bits, self.group_size)
+        self.act_bits = act_bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_bits:
             x = fake_quant_activations(x, self.act_bits)
-        return F.linear(x, self.quantized_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.quantized_weight().to(x.dtype), bias)
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, W{self.weight_bits}A{self.act_bits or 32}, "
-                f"group={self.group_size or 'row'}")
-
-    # The packed format (xtc.core.format): bit-packed codes and fp16 scales instead of the weight.
-    def packed_tensors(self) -> dict[str, np.ndarray]:
-        codes, scale = quantize_weight(self.weight.detach().float(), self.weight_bits, self.group_size)
-        return {PACKED: pack_ints(codes.cpu().numpy(), self.weight_bits), SCALE: scale.to(torch.float16).cpu().numpy()}
-
-    def packed_settings(self) -> dict:
-        return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "group_size": self.group_size}
+        return (f"in={self.in_features}, out={self.out_features}, levels={self.quantizer.levels}, "
+                f"group={self.quantizer.group or 'row'}, act_bits={self.act_bits}")
 
 
-class QuantEmbedding(nn.Module):
-    """An embedding table stored as `bits`-bit integers with a scale per row (or group)."""
+class QuantEmbedding(_AffineWeight):
+    """An embedding table stored as integer codes with a scale and min per row or group."""
 
-    def __init__(self, embedding: nn.Embedding, bits: int = 8, group_size: int | None = None):
+    def __init__(self, embedding: nn.Embedding, q: Quantizer):
         super().__init__()
-        self.weight = nn.Parameter(embedding.weight.detach().clone())
-        self.bits, self.group_size = bits, group_size
+        self._init_quant(embedding.weight, q)
         self.num_embeddings, self.embedding_dim = self.weight.shape
-
-    def quantized_weight(self) -> torch.Tensor:
-        return _SymSTE.apply(self.weight, self.bits, self.group_size)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.quantized_weight())
-
-    # The packed format (xtc.core.format): integer codes and fp16 scales instead of the table.
-    def packed_tensors(self) -> dict[str, np.ndarray]:
-        codes, scale = symmetric_int(self.weight.detach().float(), self.bits, self.group_size)
-        return {PACKED: pack_ints(codes.cpu().numpy(), self.bits), SCALE: scale.to(torch.float16).cpu().numpy()}
-
-    def packed_settings(self) -> dict:
-        return {"embed_bits": self.bits}
 
 
 class QuantHead(nn.Module):
@@ -202,31 +207,36 @@ class QuantHead(nn.Module):
         return F.linear(x, self.source.quantized_weight().to(x.dtype))
 
 
-def default_embed_group(bits: int) -> int | None:
-    """8-bit embeddings keep a scale per row; lower widths need finer groups to stay accurate."""
-    return None if bits >= 8 else 64
+def quantize_linears(module: nn.Module, weights: Quantizer | dict[str, Quantizer], act_bits: int | None,
+                     names: list[str]) -> None:
+    """Swap the named linear layers of `module` for QuantLinears, in place. `weights`: one format
+    for all, or one per name (bit widths allocated per layer or matrix)."""
+    for name in names:
+        q = weights[name] if isinstance(weights, dict) else weights
+        linear = archs.as_linear(module.get_submodule(name))
+        archs.replace_module(module, name, QuantLinear(linear, q, act_bits))
 
 
-def quantize_model(model: nn.Module, weight_bits: int = 1, act_bits: int | None = 8,
-                   group_size: int | None = None, embed_bits: int = 8) -> nn.Module:
-    """Swap every linear layer inside the decoder blocks for a QuantLinear and the embeddings and
-    head for their integer versions, in place. Norms and biases stay in floating point."""
-    for name in archs.block_linear_names(model):
-        linear = archs.as_linear(model.get_submodule(name))
-        archs.replace_module(model, name, QuantLinear(linear, weight_bits, act_bits, group_size))
+def quantize_embeddings(model: nn.Module, q: Quantizer) -> None:
+    """The embedding tables (and the head, tied or not) as QuantEmbeddings, in place."""
     arch = archs.arch_of(model.config)
-    embed_group = default_embed_group(embed_bits)
     head = model.get_output_embeddings()
     token_table = model.get_submodule(arch.embeddings[0])
     tied = head is not None and head.weight is token_table.weight
     for name in arch.embeddings:
-        archs.replace_module(model, name, QuantEmbedding(model.get_submodule(name), embed_bits, embed_group))
+        archs.replace_module(model, name, QuantEmbedding(model.get_submodule(name), q))
     if head is not None:
         source = model.get_submodule(arch.embeddings[0]) if tied else QuantEmbedding(
-            nn.Embedding.from_pretrained(head.weight.detach()), embed_bits, embed_group)
+            nn.Embedding.from_pretrained(head.weight.detach()), q)
         archs.replace_module(model, arch.head, QuantHead(source, tied))
+
+
+def quantize_model(model: nn.Module, weights: Quantizer | dict[str, Quantizer], act_bits: int | None = 8,
+                   embed: Quantizer | None = Quantizer(256)) -> nn.Module:
+    """Every linear layer inside the decoder blocks as a QuantLinear (`weights`: one Quantizer, or
+    one per dotted module name), the embeddings and head as integer tables (`embed`; None keeps them
+    fp32), in place. Norms and biases stay in floating point."""
+    quantize_linears(model, weights, act_bits, archs.block_linear_names(model))
+    if embed is not None:
+        quantize_embeddings(model, embed)
     return model
-
-
-def is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, QuantLinear) for m in model.modules())
