@@ -46,11 +46,75 @@ def test_corpus_splits_by_file_and_never_mixes(corpus_dir, tokenizer):
     assert batch.shape == (3, 16)
 
 
+def test_the_split_is_the_same_wherever_the_tree_lives(tmp_path, monkeypatch, tokenizer):
+    """`--data corpus` and `--data /abs/path/corpus` (or a copy of the tree elsewhere) split alike:
+    the split hashes each file's path relative to its --data root."""
+    import shutil
+
+    from xtc.train import data
+
+    tree = tmp_path / "a" / "corpus"
+    for i in range(60):
+        (tree / f"pkg{i % 3}").mkdir(parents=True, exist_ok=True)
+        (tree / f"pkg{i % 3}" / f"mod{i}.py").write_text(f"value_{i} = {i}\n")
+    shutil.copytree(tree, tmp_path / "b" / "elsewhere" / "corpus")
+    seen = []
+    monkeypatch.setattr(data, "tokenize_files", lambda files, *args, **kwargs: seen.append(files) or torch.zeros(1))
+
+    def split(root):
+        seen.clear()
+        build_corpus([root], tokenizer, val_fraction=0.2)
+        return [sorted(f.relative_to(root).as_posix() for f in files) for files in seen]
+
+    absolute = split(tree)
+    monkeypatch.chdir(tmp_path)
+    assert split(tree.relative_to(tmp_path)) == absolute
+    assert split(tmp_path / "b" / "elsewhere" / "corpus") == absolute
+    train, val = absolute
+    assert train and val and len(train) + len(val) == 60
+
+
+def test_resume_continues_the_random_state(corpus_dir, tokenizer, tmp_path, monkeypatch):
+    """A run killed after a checkpoint and resumed draws the same random numbers (dropout) from
+    there on as the run that was never killed: the checkpoint's RNG state is restored."""
+    import copy
+
+    from tests.tiny import build_model
+    from xtc.train import distill as distill_module
+
+    teacher, _ = build_model("gpt2", layers=2, width=32, heads=2, tokenizer=tokenizer)  # dropout 0.1
+    corpus = build_corpus([corpus_dir], tokenizer, max_tokens=5_000)
+    cfg = TrainConfig(steps=4, seq_len=16, batch_size=2, eval_every=0, checkpoint_every=2, device="cpu", progress=False)
+    real_sample = distill_module.sample_batch
+
+    class Killed(Exception):
+        pass
+
+    def run(states: list, kill_at: int | None) -> None:
+        def sample(*args, **kwargs):
+            states.append(torch.get_rng_state())
+            if len(states) == kill_at:
+                raise Killed()
+            return real_sample(*args, **kwargs)
+
+        monkeypatch.setattr(distill_module, "sample_batch", sample)
+        distill(teacher, copy.deepcopy(teacher), corpus, [0, 1], cfg, tmp_path / "ckpt.pt", tmp_path / "log.jsonl")
+
+    killed: list = []
+    torch.manual_seed(1)
+    with pytest.raises(Killed):
+        run(killed, kill_at=3)  # killed before step 3, after the checkpoint of step 2
+    resumed: list = []
+    torch.manual_seed(12345)  # a new process starts from another state
+    run(resumed, kill_at=None)
+    assert len(resumed) == 2 and torch.equal(resumed[0], killed[2])
+
+
 @pytest.mark.parametrize("method", ["hybrid", "quant"])
 def test_distillation_lowers_the_students_loss(tiny_dirs, arch, corpus_dir, tokenizer, tmp_path, method):
     teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch]).eval()
     plan = ["layer", "quant"] if method == "hybrid" else ["quant"]
-    student, kept = build_student(teacher, CompressOptions(method=method), plan)
+    student, kept = build_student(teacher, CompressOptions(method=method, recipe="xtc"), plan)
     corpus = build_corpus([corpus_dir], tokenizer, max_tokens=30_000)
     cfg = TrainConfig(steps=40, seq_len=32, batch_size=4, lr=1e-3, eval_every=0, checkpoint_every=0,
                       device="cpu", progress=False)
@@ -68,15 +132,15 @@ def test_compress_resumes_an_interrupted_run(tiny_dirs, corpus_dir, tmp_path):
     out = tmp_path / "out"
     cfg = dict(seq_len=32, batch_size=2, eval_every=0, checkpoint_every=2, device="cpu", progress=False)
     # A zero time budget stops the run before its first step: what a killed run leaves behind
-    opts = CompressOptions(method="hybrid", keep_checkpoints=True, max_tokens=20_000,
+    opts = CompressOptions(method="hybrid", recipe="xtc", keep_checkpoints=True, max_tokens=20_000,
                            train=TrainConfig(steps=4, time_budget_s=1e-9, **cfg))
     first = compress(str(tiny_dirs["gpt2"]), [corpus_dir], out, opts)
     assert [s["finished"] for s in first["stages"]] == [False, False]
     assert (out / "checkpoints" / "layer.pt").exists()
     with pytest.raises(Exception, match="--resume"):
-        compress(str(tiny_dirs["gpt2"]), [corpus_dir], out, CompressOptions(method="hybrid", train=TrainConfig(**cfg)))
+        compress(str(tiny_dirs["gpt2"]), [corpus_dir], out, CompressOptions(method="hybrid", recipe="xtc", train=TrainConfig(**cfg)))
     resumed = compress(str(tiny_dirs["gpt2"]), [corpus_dir], out,
-                       CompressOptions(method="hybrid", resume=True, max_tokens=20_000, train=TrainConfig(steps=4, **cfg)))
+                       CompressOptions(method="hybrid", recipe="xtc", resume=True, max_tokens=20_000, train=TrainConfig(steps=4, **cfg)))
     assert [(s["steps"], s["finished"]) for s in resumed["stages"]] == [(4, True), (4, True)]
     assert not (out / "checkpoints").exists()  # cleaned up once the packed model is complete
     assert (out / "training" / "loss_curve.png").stat().st_size > 1000

@@ -73,3 +73,45 @@ def block_linear_names(model: nn.Module) -> list[str]:
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def layer_kwargs(model: nn.Module, seq_len: int, device=None) -> dict:
+    """What a decoder layer needs besides its input to run on its own over positions 0..seq_len-1:
+    Llama's rotary position tables (GPT-2 adds positions in the embeddings, so nothing)."""
+    layout = arch_of(model.config)
+    if layout.rotary is None:
+        return {}
+    rotary = model.get_submodule(layout.rotary)
+    positions = torch.arange(seq_len, device=device)[None]
+    with torch.no_grad():
+        probe = torch.zeros(1, device=device, dtype=torch.float32)
+        return {"position_embeddings": rotary(probe, positions)}
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """One decoder layer on hidden states x (batch, seq, width), causal, no cache."""
+    out = layer(x, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def boundary_states(model: nn.Module, input_ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The hidden state at every decoder-block boundary (the first layer's input, then each layer's
+    output) and the logits, from one forward pass."""
+    layers = decoder_layers(model)
+    states: list[torch.Tensor] = []
+
+    def grab_input(module, args, kwargs):
+        states.append((args[0] if args else kwargs["hidden_states"]).detach())
+
+    def grab_output(module, args, output):
+        states.append((output[0] if isinstance(output, tuple) else output).detach())
+
+    hooks = [layers[0].register_forward_pre_hook(grab_input, with_kwargs=True)]
+    hooks += [layer.register_forward_hook(grab_output) for layer in layers]
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return states, logits

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -111,7 +111,8 @@ def save_checkpoint(path: Path, student: nn.Module, optimizer, scheduler, step: 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"student": student.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "log": log, "done": done, "rng": torch.get_rng_state()}, tmp)
+                "step": step, "log": log, "done": done, "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp)
     tmp.replace(path)  # atomic: an interrupted save never corrupts the last good checkpoint
 
 
@@ -141,7 +142,7 @@ def distill(teacher: nn.Module, student: nn.Module, corpus: Corpus, kept: list[i
     device = pick_device(cfg.device)
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if device == "cuda" else "no")
     started = time.monotonic()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(student, cfg.lr), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.steps, cfg.warmup_fraction))
     state = load_checkpoint(checkpoint)
     step, log = 0, []
@@ -156,6 +157,10 @@ def distill(teacher: nn.Module, student: nn.Module, corpus: Corpus, kept: list[i
     teacher = teacher.to(accelerator.device).eval()
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + step * 7 + accelerator.process_index)
+    if state is not None and state.get("rng") is not None:  # dropout goes on as if never stopped
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
     want_attn = cfg.attn_weight > 0
     bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=not cfg.progress or not accelerator.is_main_process,
                dynamic_ncols=True)
@@ -198,6 +203,15 @@ def distill(teacher: nn.Module, student: nn.Module, corpus: Corpus, kept: list[i
     student.to("cpu")
     teacher.to("cpu")
     return StageResult(name, step, finished, time.monotonic() - started, log[-1]["loss"] if log else None, val)
+
+
+def _param_groups(student: nn.Module, lr: float) -> list[dict]:
+    """Quantiser scales and mins move a tenth as fast as the weights: they are of the weights'
+    magnitude, and XTC's binary scale (mean |w| of a row) changes only as fast as its weights do."""
+    quant = [p for n, p in student.named_parameters() if n.endswith((".scale", ".min"))]
+    ids = {id(p) for p in quant}
+    rest = [p for p in student.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr": lr}] + ([{"params": quant, "lr": lr / 10}] if quant else [])
 
 
 def _stop_for_time(accelerator, deadline: float) -> bool:
@@ -254,7 +268,3 @@ def plot_losses(log_paths: list[Path], out_png: Path, title: str) -> Path | None
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
