@@ -16,8 +16,11 @@ from xtc.eval.quality import (
     evaluate,
     exact_match,
     load_benchmark,
+    merge_predictions,
     normalize,
+    read_predictions,
     score_predictions,
+    shard_indices,
     write_benchmark,
 )
 
@@ -273,6 +276,95 @@ def test_evaluate_passes_suffix_and_honours_limit() -> None:
     calls = []
     evaluate(lambda prefix, suffix: calls.append((prefix, suffix)) or "", ITEMS, limit=2, progress=False)
     assert calls == [(ITEMS[0]["input"], "\n"), (ITEMS[1]["input"], "")]
+
+
+# --- shards, predictions files, merging ---------------------------------------------------------
+
+MANY = [{"input": f"x{i} = ", "gt": f"value_{i}({i})", "suffix": ""} for i in range(11)]
+
+
+def half_right(prefix: str, suffix: str) -> str:
+    """Right on the even items, a near miss on the odd ones."""
+    i = int(prefix[1:].split(" ")[0])
+    return MANY[i]["gt"] if i % 2 == 0 else f"value_{i}()"
+
+
+def test_shards_are_interleaved_and_cover_every_item_once() -> None:
+    assert shard_indices(10, 1, 4) == [0, 4, 8] and shard_indices(10, 4, 4) == [3, 7]
+    assert sorted(i for k in range(1, 5) for i in shard_indices(10, k, 4)) == list(range(10))
+    with pytest.raises(ValueError):
+        shard_indices(10, 0, 4)
+
+
+def test_shard_evaluates_only_its_items_after_the_limit() -> None:
+    calls = []
+    result = evaluate(lambda p, s: calls.append(p) or "", MANY, limit=7, progress=False, shard=(2, 3))
+    assert calls == [MANY[i]["input"] for i in (1, 4)] and result["n"] == 2
+
+
+def test_predictions_file_has_a_row_per_item(tmp_path: Path) -> None:
+    out = tmp_path / "preds" / "all.jsonl"
+    result = evaluate(half_right, MANY, progress=False, predictions=out, model="m")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(11))
+    assert rows[0] == {**rows[0], "gt": "value_0(0)", "prediction": "value_0(0)", "em": True, "es": 100.0,
+                       "input_tail": "x0 = ", "model": "m"}
+    assert rows[1]["em"] is False and 0 < rows[1]["es"] < 100 and rows[1]["seconds"] >= 0
+    assert result["exact_match"] == pytest.approx(100 * 6 / 11)
+
+
+def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    full = evaluate(half_right, MANY, progress=False)
+
+    def dies_after_four(prefix, suffix, seen=[]):
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+        seen.append(prefix)
+        return half_right(prefix, suffix)
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(dies_after_four, MANY, progress=False, predictions=out)
+    with out.open("a") as f:  # and the kill cut a line short
+        f.write('{"index": 4, "gt": "val')
+    assert [r["index"] for r in read_predictions(out)] == [0, 1, 2, 3]
+    calls = []
+    resumed = evaluate(lambda p, s: calls.append(p) or half_right(p, s), MANY, progress=False, predictions=out)
+    assert calls == [MANY[i]["input"] for i in range(4, 11)]
+    assert [r["index"] for r in read_predictions(out)] == list(range(11))  # the torn line is gone
+    assert {k: resumed[k] for k in ("n", "exact_match", "edit_similarity", "score")} == \
+        {k: full[k] for k in ("n", "exact_match", "edit_similarity", "score")}
+    calls.clear()
+    evaluate(lambda p, s: calls.append(p) or "", MANY, progress=False, predictions=out)
+    assert calls == []  # all done: nothing predicted again
+
+
+def test_predictions_of_another_benchmark_or_model_are_refused(tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    evaluate(half_right, MANY, limit=2, progress=False, predictions=out, model="a")
+    with pytest.raises(XtcError, match="predictions of a, not b"):
+        evaluate(half_right, MANY, limit=2, progress=False, predictions=out, model="b")
+    other = [{**item, "gt": "something else"} for item in MANY]
+    with pytest.raises(XtcError, match="not this benchmark"):
+        evaluate(half_right, other, limit=2, progress=False, predictions=out, model="a")
+    out.write_text("not json\n{}\n")
+    with pytest.raises(XtcError, match="p.jsonl:1"):
+        read_predictions(out)
+
+
+def test_merged_shards_give_the_full_result(tmp_path: Path) -> None:
+    full = evaluate(half_right, MANY, limit=9, progress=False)
+    files = [tmp_path / f"shard-{k}.jsonl" for k in (1, 2, 3)]
+    for k, f in enumerate(files, start=1):
+        evaluate(half_right, MANY, limit=9, progress=False, shard=(k, 3), predictions=f, model="m")
+    merged = merge_predictions(files, MANY, limit=9)
+    assert set(merged) == {"model", "n", "exact_match", "edit_similarity", "score", "seconds"}
+    assert merged["model"] == "m" and merged["n"] == 9
+    for key in ("exact_match", "edit_similarity", "score"):
+        assert merged[key] == pytest.approx(full[key])
+    with pytest.raises(XtcError, match="3 of 9 items have no prediction"):
+        merge_predictions(files[:2], MANY, limit=9)
+    assert merge_predictions(files[:2])["n"] == 6  # without the benchmark: what is there
 
 
 def test_shipped_benchmark_is_valid() -> None:

@@ -24,8 +24,8 @@ import numpy as np
 from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.format import weight_files_mb
-from xtc.infer import kernels
 from xtc.infer.runtime import load_runtime
+from xtc.infer.tokenizer import decode_exact
 
 DEFAULT_PROMPT_FILE = Path(sysconfig.get_paths()["stdlib"]) / defaults.BENCH_PROMPT_FILE
 
@@ -33,8 +33,9 @@ DEFAULT_PROMPT_FILE = Path(sysconfig.get_paths()["stdlib"]) / defaults.BENCH_PRO
 def prompt_texts(tokenizer, text: str, prompt_tokens: int) -> tuple[str, str]:
     """The first `prompt_tokens` tokens of `text` as text, and that text plus the next character."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    cut = len(tokenizer.decode(ids[:prompt_tokens]))
-    if not text.startswith(tokenizer.decode(ids[:prompt_tokens])):  # decoding is not a prefix: cut by chars
+    prefix = decode_exact(tokenizer, ids[:prompt_tokens])
+    cut = len(prefix)
+    if not text.startswith(prefix):  # decoding is not a prefix: cut by chars
         cut = min(len(text), prompt_tokens * 4)
     cold = text[:cut]
     typed = text[cut] if cut < len(text) else "x"
@@ -107,7 +108,8 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = def
         "new_tokens": new_tokens,
         "repeats": repeats,
         "threads": rt.threads,
-        "kernels": "avx2" if rt.uses_kernels else f"numpy ({kernels.error})",
+        "kernels": rt.kernels,  # the compiled variant that ran ("avx512-vnni", "avx2") or "numpy"
+        "kernels_error": rt.kernels_error,  # why numpy ran, if it did
         "loader": getattr(rt, "loader", "model"),
         "torch_loaded": "torch" in sys.modules,
         "latency_ms_runs": [round(1000 * s, 1) for s in cold],

@@ -1,13 +1,16 @@
 """Training corpus: token blocks from directories of Python source files.
 
-Files are split into train and validation by a hash of their path (so a file never lands in
-both), shuffled with a seed, tokenized with end-of-text separators, and concatenated; batches are
-random windows of that stream.
+Files that hold an item of the evaluation benchmark are left out (`exclude`, see
+`decontaminate.py`). The others are split into train and validation by a hash of their path
+relative to their --data directory (so a file never lands in both, and a tree splits the same
+wherever it lives), shuffled with a seed, tokenized with end-of-text separators, and
+concatenated; batches are random windows of that stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ import torch
 
 from xtc.core import defaults
 from xtc.core.errors import XtcError
+from xtc.train.decontaminate import ItemKeys, benchmark_keys, split_contaminated
 
 MAX_FILE_BYTES = 1_000_000  # generated tables and vendored blobs teach nothing about code
 
@@ -32,14 +36,29 @@ def python_files(dirs: list[Path]) -> list[Path]:
     return sorted(files)
 
 
-def is_validation(path: Path, fraction: float) -> bool:
-    digest = hashlib.sha1(str(path).encode()).digest()
+def split_key(path: Path, roots: list[Path] = ()) -> str:
+    """What the split hashes: the path relative to the first of `roots` (the --data directories)
+    that holds it, e.g. "pkg/mod.py", so the same tree splits the same wherever it lives; the path
+    as given when no root holds it."""
+    absolute = os.path.abspath(path)
+    for root in roots:
+        relative = os.path.relpath(absolute, os.path.abspath(root))
+        if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+            return Path(relative).as_posix()
+    return str(path)
+
+
+def is_validation(path: Path, fraction: float, roots: list[Path] = ()) -> bool:
+    digest = hashlib.sha1(split_key(path, roots).encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
-def split_files(files: list[Path], val_fraction: float = 0.05) -> tuple[list[Path], list[Path]]:
-    train = [f for f in files if not is_validation(f, val_fraction)]
-    val = [f for f in files if is_validation(f, val_fraction)]
+def split_files(files: list[Path], val_fraction: float = 0.05,
+                roots: list[Path] = ()) -> tuple[list[Path], list[Path]]:
+    """(train, validation) files; `roots`: the --data directories the files were found under."""
+    held_out = {f for f in files if is_validation(f, val_fraction, roots)}
+    train = [f for f in files if f not in held_out]
+    val = [f for f in files if f in held_out]
     if not val and len(train) > 1:  # tiny corpora: still validate on held-out files
         val = [train.pop()]
     return train, val
@@ -77,18 +96,33 @@ class Corpus:
     val: torch.Tensor
     train_files: int
     val_files: int
+    dropped_files: int = 0  # files left out because they hold a benchmark item
+    excluded: str = ""  # the benchmark they were checked against; empty: not checked
 
     def describe(self) -> str:
-        return (f"{self.train_files} train files ({len(self.train):,} tokens), "
+        text = (f"{self.train_files} train files ({len(self.train):,} tokens), "
                 f"{self.val_files} validation files ({len(self.val):,} tokens)")
+        if self.excluded:
+            text += f", {self.dropped_files} files dropped that hold items of {self.excluded}"
+        return text
 
 
 def build_corpus(dirs: list[Path], tokenizer, max_tokens: int | None = defaults.MAX_CORPUS_TOKENS,
-                 val_fraction: float = 0.05, seed: int = defaults.SEED) -> Corpus:
-    train_files, val_files = split_files(python_files(dirs), val_fraction)
+                 val_fraction: float = 0.05, seed: int = defaults.SEED,
+                 exclude: str | Path | list[dict] | ItemKeys | None = None) -> Corpus:
+    """The corpus of the Python files under `dirs`. `exclude`: benchmark items (a JSON Lines file,
+    a list of items or their keys); every file that holds one is dropped before the split."""
+    files, dropped, keys = python_files(dirs), [], None
+    if exclude is not None:
+        keys = benchmark_keys(exclude)
+        files, dropped = split_contaminated(files, keys)
+        if not files:
+            raise XtcError(f"every Python file under {', '.join(str(d) for d in dirs)} holds an item of {keys.source}")
+    train_files, val_files = split_files(files, val_fraction, dirs)
     val_budget = None if max_tokens is None else max(4096, int(max_tokens * val_fraction))
     return Corpus(tokenize_files(train_files, tokenizer, max_tokens, seed),
-                  tokenize_files(val_files, tokenizer, val_budget, seed), len(train_files), len(val_files))
+                  tokenize_files(val_files, tokenizer, val_budget, seed), len(train_files), len(val_files),
+                  len(dropped), keys.source if keys is not None else "")
 
 
 def sample_batch(tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
