@@ -1,4 +1,5 @@
--- xtc.lua: offline code completion for Python in Neovim, from the `xtc-lsp` language server.
+-- xtc.lua: offline code completion in Neovim (Python, JavaScript, Go, Rust, C... see `filetypes`),
+-- from the `xtc-lsp` language server.
 --
 -- Neovim 0.12+ shows the server's suggestions as ghost text (`textDocument/inlineCompletion`,
 -- `vim.lsp.inline_completion`); <Tab> accepts, when a suggestion is shown.
@@ -12,6 +13,7 @@
 --     require('xtc').setup({
 --       -- cmd = { '/path/to/project/.venv/bin/xtc-lsp' }, -- default: <root>/.venv/bin/xtc-lsp, else xtc-lsp on PATH
 --       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0 },
+--       -- filetypes = { 'python', 'lua' },  -- default: common languages (M.defaults.filetypes)
 --     })
 --
 -- or, without copying it: `local xtc = dofile('/path/to/editors/nvim/xtc.lua'); xtc.setup({...})`.
@@ -23,7 +25,13 @@ local M = {}
 
 M.defaults = {
   cmd = nil, -- list: program and arguments; nil = <root>/.venv/bin/xtc-lsp if executable, else xtc-lsp
-  filetypes = { 'python' },
+  -- Filetypes that get completions (the languages of VS Code's `xtc.languages` default, by their
+  -- Neovim names; xtc/core/defaults.py NVIM_FILETYPES holds the same list).
+  filetypes = {
+    'python', 'javascript', 'typescript', 'javascriptreact', 'typescriptreact', 'go', 'rust', 'java', 'kotlin',
+    'swift', 'c', 'cpp', 'cs', 'ruby', 'php', 'lua', 'perl', 'r', 'sh', 'bash', 'zsh', 'ps1', 'sql', 'html', 'css',
+    'scss', 'json', 'jsonc', 'yaml', 'toml', 'markdown', 'dockerfile', 'make',
+  },
   root_markers = { '.git', 'pyproject.toml', 'setup.py', '.venv' },
   settings = {}, -- the `xtc` section: model, maxNewTokens, contextTokens, multiline, debounceMs
   accept_key = '<Tab>', -- Neovim 0.12+: accepts the ghost text (falls back to the key itself); false = no mapping
@@ -156,15 +164,23 @@ function M.configure(settings)
 end
 
 function M.setup(opts)
-  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  opts = opts or {}
+  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts)
+  for _, key in ipairs({ 'cmd', 'filetypes', 'root_markers' }) do -- lists replace the default, never merge into it
+    if opts[key] ~= nil then
+      M.config[key] = vim.deepcopy(opts[key])
+    end
+  end
   local group = vim.api.nvim_create_augroup('xtc', { clear = true })
-  vim.api.nvim_create_autocmd('FileType', {
-    group = group,
-    pattern = M.config.filetypes,
-    callback = function(args)
-      M.attach(args.buf)
-    end,
-  })
+  if #M.config.filetypes > 0 then
+    vim.api.nvim_create_autocmd('FileType', {
+      group = group,
+      pattern = M.config.filetypes,
+      callback = function(args)
+        M.attach(args.buf)
+      end,
+    })
+  end
   return M
 end
 

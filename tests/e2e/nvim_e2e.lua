@@ -1,7 +1,8 @@
 -- Headless Neovim end-to-end test of editors/nvim/xtc.lua against the real xtc-lsp:
 --   XTC_LSP=... XTC_MODEL=... XTC_NVIM_RESULT=out.json \
 --     nvim --headless -u tests/e2e/nvim_init.lua -c 'luafile tests/e2e/nvim_e2e.lua' sample.py
--- 1. the config starts the server for the Python buffer and attaches it;
+-- (XTC_NVIM_FILETYPE=javascript with sample.js: the same in JavaScript)
+-- 1. the config starts the server for the buffer (Python or JavaScript) and attaches it;
 -- 2. `textDocument/inlineCompletion` (vim.lsp.buf_request_sync, Automatic) after an edit gives a
 --    suggestion (retried while the model loads, bounded by XTC_NVIM_TIMEOUT seconds);
 -- 3. `textDocument/completion` (Invoked) gives the same suggestion as a completion item;
@@ -102,7 +103,9 @@ end
 local function test()
   vim.opt.showmode = false
   local bufnr = vim.api.nvim_get_current_buf()
-  check(vim.bo[bufnr].filetype == 'python', 'the buffer is not Python: ' .. vim.bo[bufnr].filetype)
+  local filetype = os.getenv('XTC_NVIM_FILETYPE') or 'python'
+  check(vim.bo[bufnr].filetype == filetype, 'the buffer is not ' .. filetype .. ': ' .. vim.bo[bufnr].filetype)
+  result.filetype = filetype
 
   -- 1. attached and initialised
   local client = wait_for(function()
@@ -116,8 +119,9 @@ local function test()
   log('attached: ' .. table.concat(client.config.cmd, ' '))
 
   -- An edit, sent to the server as didChange: a new function header and an indented line.
+  local header = filetype == 'python' and 'def split(self, text):' or 'function split(text) {'
   local last = vim.api.nvim_buf_line_count(bufnr)
-  vim.api.nvim_buf_set_lines(bufnr, last, last, false, { 'def split(self, text):', '    ' })
+  vim.api.nvim_buf_set_lines(bufnr, last, last, false, { header, '    ' })
   local row = last + 1 -- 0-based row of the indented line
   local col = 4
   vim.api.nvim_win_set_cursor(0, { row + 1, col })

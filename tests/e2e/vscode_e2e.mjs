@@ -7,7 +7,8 @@
 //
 // Installs the .vsix into a fresh code-server (fresh user-data and extensions dirs), opens a
 // Python file of a temporary workspace, types, waits for ghost text served by xtc-lsp, screenshots
-// it, presses Tab, saves, and checks that the file on disk now holds the suggestion.
+// it, presses Tab, saves, and checks that the file on disk now holds the suggestion; then the same
+// in a JavaScript file (completed through the default `xtc.languages`).
 // With --expect-error (a model that cannot load), checks instead that the error pops up and the
 // status bar item shows it.
 // Prints one JSON line with the result; exit 0 on success.
@@ -30,6 +31,7 @@ const { values: opt } = parseArgs({
         chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
         timeout: { type: 'string', default: '120' },
         typed: { type: 'string', default: 'def split(self, text):\n' },
+        'typed-js': { type: 'string', default: 'function split(text) {\n' },
         screenshot: { type: 'string', default: '' },
         keep: { type: 'boolean', default: false },
         'expect-error': { type: 'boolean', default: false }, // the model cannot load: expect the error shown
@@ -65,7 +67,8 @@ for (const dir of [workspace, path.join(userData, 'User'), extensions]) {
     fs.mkdirSync(dir, { recursive: true });
 }
 
-// The file we complete in: some context the tiny model has seen the like of, then a line we type.
+// The files we complete in: some context, then a line we type. The tiny model has seen Python;
+// in JavaScript its suggestions are junk, but they must show as ghost text all the same.
 const FILE = 'sample.py';
 const CONTEXT = [
     '"""Small helpers."""',
@@ -83,9 +86,24 @@ const CONTEXT = [
     '',
     '',
 ].join('\n');
-// Typed one key at a time; each prefix is a chance for ghost text.
-const TYPED = opt.typed;
+const JS_FILE = 'sample.js';
+const JS_CONTEXT = [
+    '// Small helpers.',
+    '',
+    "const path = require('path');",
+    '',
+    'function join(parts, sep) {',
+    '    const result = [];',
+    '    for (const part of parts) {',
+    '        result.push(part);',
+    '    }',
+    '    return result.join(sep);',
+    '}',
+    '',
+    '',
+].join('\n');
 fs.writeFileSync(path.join(workspace, FILE), CONTEXT);
+fs.writeFileSync(path.join(workspace, JS_FILE), JS_CONTEXT);
 
 const settings = {
     'security.workspace.trust.enabled': false,
@@ -159,6 +177,88 @@ async function cleanup() {
     }
 }
 
+/** Open a file of the workspace with Ctrl+P; the cursor goes to its end. */
+async function openFile(name) {
+    await page.keyboard.press('Control+P');
+    await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+    await page.keyboard.type(name);
+    await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${name}"]`, { timeout: 30000 });
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(`.tab.active[aria-label*="${name}"]`, { timeout: 30000 });
+    await page.waitForSelector('.monaco-editor .view-lines', { timeout: 30000 });
+    await page.click('.monaco-editor .view-lines');
+    await page.keyboard.press('Control+End');
+    log(`${name} open`);
+}
+
+/**
+ * In the open file `name` (on disk: `context`): type `typedText` one key at a time, wait for ghost
+ * text (retyping to retrigger until the model is loaded), screenshot it, press Tab, save, and
+ * check that the file on disk holds the suggestion. Returns { typed, ghost, saved }.
+ */
+async function completeIn(name, context, typedText, statusItem, screenshot) {
+    const ghost = page.locator('.monaco-editor span.ghost-text-decoration, .monaco-editor [class*="ghost-text"]');
+    let typed = '';
+    let ghostText = '';
+    const deadline = Date.now() + timeoutMs;
+    const ghostVisible = async (ms) => {
+        try {
+            await ghost.first().waitFor({ state: 'visible', timeout: ms });
+            const texts = await ghost.allTextContents();
+            return texts.join('').replace(/\u00a0/g, ' ');
+        } catch {
+            return '';
+        }
+    };
+    // While typing, each key cancels the previous request; once everything is typed, wait (a slow
+    // model may need seconds per suggestion), then retrigger with an edit that leaves the text as it
+    // was (a space, then Backspace), waiting longer each time. ("Trigger Inline Suggestion", Alt+\,
+    // does not reach the editor in the web build.)
+    let wait = 5000;
+    while (!ghostText && Date.now() < deadline) {
+        if (typed.length < typedText.length) {
+            const ch = typedText[typed.length];
+            await page.keyboard.press(ch === '\n' ? 'Enter' : ch === ' ' ? 'Space' : ch);
+            typed += ch;
+            ghostText = await ghostVisible(typed.length === typedText.length ? wait : 400);
+        } else {
+            await page.keyboard.press('Space');
+            await page.keyboard.press('Backspace');
+            wait = Math.min(2 * wait, 20000);
+            ghostText = await ghostVisible(Math.max(1000, Math.min(wait, deadline - Date.now())));
+        }
+    }
+    result.status = (await statusItem.getAttribute('aria-label').catch(() => null)) || (await statusItem.textContent());
+    if (!ghostText.trim()) {
+        await page.screenshot({ path: path.join(artifacts, 'vscode-no-ghost-text.png') });
+        throw new Error(`${name}: no ghost text within ${opt.timeout}s (typed ${JSON.stringify(typed)}); status: ${result.status}`);
+    }
+    log(`${name}: ghost text after typing ${JSON.stringify(typed)}: ${JSON.stringify(ghostText)}`);
+    await page.screenshot({ path: path.join(artifacts, screenshot) });
+
+    // Tab accepts it; save and read the file back.
+    await page.keyboard.press('Tab');
+    await sleep(300);
+    await page.keyboard.press('Control+S');
+    const file = path.join(workspace, name);
+    const firstGhostLine = ghostText.split('\n')[0].trim();
+    let saved = '';
+    for (let i = 0; i < 40; i++) {
+        saved = fs.readFileSync(file, 'utf8');
+        if (saved !== context && saved.includes(firstGhostLine)) {
+            break;
+        }
+        await sleep(250);
+    }
+    await page.screenshot({ path: path.join(artifacts, screenshot.replace('ghost-text', 'accepted')) });
+    if (!saved.startsWith(context) || !saved.slice(context.length).includes(firstGhostLine)) {
+        throw new Error(`${name}: after Tab the file does not hold the suggestion ${JSON.stringify(firstGhostLine)}: ` +
+            JSON.stringify(saved.slice(context.length)));
+    }
+    log(`${name}: accepted; file now ends ${JSON.stringify(saved.slice(context.length))}`);
+    return { typed, ghost: ghostText, saved: saved.slice(context.length) };
+}
+
 async function main() {
     // 1. Install the extension into the fresh extensions dir.
     const install = spawnSync(codeServer, ['--user-data-dir', userData, '--extensions-dir', extensions,
@@ -215,17 +315,8 @@ async function main() {
 
     // 4. Open the file with Ctrl+P (wait for its row before Enter: pressing early was a flake).
     await sleep(1000);
-    await page.keyboard.press('Control+P');
-    await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
-    await page.keyboard.type(FILE);
-    await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${FILE}"]`, { timeout: 30000 });
-    await page.keyboard.press('Enter');
-    await page.waitForSelector(`.tab.active[aria-label*="${FILE}"]`, { timeout: 30000 });
-    await page.waitForSelector('.monaco-editor .view-lines', { timeout: 30000 });
-    await page.click('.monaco-editor .view-lines');
-    await page.keyboard.press('Control+End');
+    await openFile(FILE);
     result.steps.opened = elapsed();
-    log(`${FILE} open`);
 
     // The status bar item reaches "ready" once the server has loaded the model.
     const statusItem = page.locator('[id$=".xtc.status"]');
@@ -250,74 +341,16 @@ async function main() {
         return;
     }
 
-    // 5. Type; wait for ghost text, retyping the last character to retrigger until the model is loaded.
-    const ghost = page.locator('.monaco-editor span.ghost-text-decoration, .monaco-editor [class*="ghost-text"]');
-    let typed = '';
-    let ghostText = '';
-    const deadline = Date.now() + timeoutMs;
-    const ghostVisible = async (ms) => {
-        try {
-            await ghost.first().waitFor({ state: 'visible', timeout: ms });
-            const texts = await ghost.allTextContents();
-            return texts.join('').replace(/\u00a0/g, ' ');
-        } catch {
-            return '';
-        }
-    };
-    // While typing, each key cancels the previous request; once everything is typed, wait (a slow
-    // model may need seconds per suggestion), then retrigger with an edit that leaves the text as it
-    // was (a space, then Backspace), waiting longer each time. ("Trigger Inline Suggestion", Alt+\,
-    // does not reach the editor in the web build.)
-    let wait = 5000;
-    while (!ghostText && Date.now() < deadline) {
-        if (typed.length < TYPED.length) {
-            const ch = TYPED[typed.length];
-            await page.keyboard.press(ch === '\n' ? 'Enter' : ch === ' ' ? 'Space' : ch);
-            typed += ch;
-            ghostText = await ghostVisible(typed.length === TYPED.length ? wait : 400);
-        } else {
-            await page.keyboard.press('Space');
-            await page.keyboard.press('Backspace');
-            wait = Math.min(2 * wait, 20000);
-            ghostText = await ghostVisible(Math.max(1000, Math.min(wait, deadline - Date.now())));
-        }
-    }
-    result.status = (await statusItem.getAttribute('aria-label').catch(() => null)) || (await statusItem.textContent());
-    if (!ghostText.trim()) {
-        await page.screenshot({ path: path.join(artifacts, 'vscode-no-ghost-text.png') });
-        throw new Error(`no ghost text within ${opt.timeout}s (typed ${JSON.stringify(typed)}); status: ${result.status}`);
-    }
-    result.typed = typed;
-    result.ghost = ghostText;
-    result.steps.ghost = elapsed();
-    log(`ghost text after typing ${JSON.stringify(typed)}: ${JSON.stringify(ghostText)}`);
-    await page.screenshot({ path: path.join(artifacts, 'vscode-ghost-text.png') });
-    if (opt.screenshot) {
-        await page.screenshot({ path: opt.screenshot });
-    }
-
-    // 6. Tab accepts it; save and read the file back.
-    await page.keyboard.press('Tab');
-    await sleep(300);
-    await page.keyboard.press('Control+S');
-    const file = path.join(workspace, FILE);
-    const firstGhostLine = ghostText.split('\n')[0].trim();
-    let saved = '';
-    for (let i = 0; i < 40; i++) {
-        saved = fs.readFileSync(file, 'utf8');
-        if (saved !== CONTEXT && saved.includes(firstGhostLine)) {
-            break;
-        }
-        await sleep(250);
-    }
-    result.saved = saved.slice(CONTEXT.length);
-    await page.screenshot({ path: path.join(artifacts, 'vscode-accepted.png') });
-    if (!saved.startsWith(CONTEXT) || !saved.slice(CONTEXT.length).includes(firstGhostLine)) {
-        throw new Error(`after Tab the file does not hold the suggestion ${JSON.stringify(firstGhostLine)}: ` +
-            JSON.stringify(saved.slice(CONTEXT.length)));
-    }
+    // 5. Type; wait for ghost text; 6. Tab accepts it (Python, then JavaScript).
+    const py = await completeIn(FILE, CONTEXT, opt.typed, statusItem, 'vscode-ghost-text.png');
+    Object.assign(result, { typed: py.typed, ghost: py.ghost, saved: py.saved });
     result.steps.accepted = elapsed();
-    log(`accepted; file now ends ${JSON.stringify(result.saved)}`);
+    if (opt.screenshot) {
+        fs.copyFileSync(path.join(artifacts, 'vscode-ghost-text.png'), opt.screenshot);
+    }
+    await openFile(JS_FILE);
+    result.js = await completeIn(JS_FILE, JS_CONTEXT, opt['typed-js'], statusItem, 'vscode-ghost-text-js.png');
+    result.steps.acceptedJs = elapsed();
 
     // 7. The commands, from the command palette: disable stops the server, enable starts it again.
     const runCommand = async (title) => {

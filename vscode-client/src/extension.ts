@@ -1,5 +1,5 @@
-// xtc for VS Code: starts `xtc-lsp` over stdio for Python files; VS Code shows its inline
-// completions as ghost text (vscode-languageclient >= 10.0.1 has inline completion built in).
+// xtc for VS Code: starts `xtc-lsp` over stdio for the languages of `xtc.languages`; VS Code shows
+// its inline completions as ghost text (vscode-languageclient >= 10.0.1 has inline completion built in).
 
 import * as fs from 'fs';
 import * as os from 'os';
@@ -12,11 +12,19 @@ import {
     ServerOptions,
     ShowMessageNotification,
     State,
-    WorkDoneProgressBegin,
-    WorkDoneProgressEnd,
-    WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
-import { afterLoad, buildInitializationOptions, parseServerLogLine, resolveServerCommand, Status, statusView } from './settings';
+import {
+    buildInitializationOptions,
+    documentSelector,
+    languagesOf,
+    LoadStatus,
+    LoadTracker,
+    parseServerLogLine,
+    resolveServerCommand,
+    Status,
+    STATUS_NOTIFICATION,
+    statusView,
+} from './settings';
 
 const SECTION = 'xtc';
 
@@ -54,15 +62,6 @@ function workspaceFolders(): string[] {
     return (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
 }
 
-function handleProgress(params: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd): void {
-    if (params.kind === 'begin' && params.title === 'xtc') {
-        setStatus('loading', params.message);
-    } else if (params.kind === 'end' && (status === 'loading' || status === 'starting')) {
-        const after = afterLoad(params.message);
-        setStatus(after.status, params.message, after.model);
-    }
-}
-
 async function startClient(): Promise<void> {
     if (!config().get<boolean>('enable', true)) {
         setStatus('disabled');
@@ -80,13 +79,12 @@ async function startClient(): Promise<void> {
         },
         home: os.homedir(),
     });
-    output.info(`starting ${[server.command, ...server.args].join(' ')} (from ${server.source})`);
+    output.info(`starting ${[server.command, ...server.args].join(' ')} (from ${server.source}) ` +
+        `for ${languagesOf(config()).join(', ') || 'no language (xtc.languages is empty)'}`);
     const serverOptions: ServerOptions = { command: server.command, args: server.args, options: { cwd: server.cwd } };
     const clientOptions: LanguageClientOptions = {
-        documentSelector: [
-            { scheme: 'file', language: 'python' },
-            { scheme: 'untitled', language: 'python' },
-        ],
+        // `xtc.languages`; a change restarts the client with the new selector.
+        documentSelector: documentSelector(languagesOf(config())),
         // A function, so that a restart sends the settings of that moment.
         initializationOptions: () => buildInitializationOptions(config()),
         // Sends `workspace/didChangeConfiguration` with the `xtc` section on every change.
@@ -114,10 +112,6 @@ async function startClient(): Promise<void> {
                     `${items.length} item(s), ${Date.now() - started} ms${token.isCancellationRequested ? ', cancelled' : ''}`);
                 return result;
             },
-            handleWorkDoneProgress: (token, params, next) => {
-                handleProgress(params);
-                next(token, params);
-            },
         },
     };
     const c = new LanguageClient('xtc', 'xtc', serverOptions, clientOptions);
@@ -130,12 +124,19 @@ async function startClient(): Promise<void> {
             setStatus('stopped');
         }
     });
-    // Replaces the client's default handler: the same pop-up, plus an error state in the status bar
-    // (the server reports a missing or broken model this way) and a button to the log.
+    // The model's load state, as the server reports it: `loading`, `ready`, `error`, `superseded`.
+    const loads = new LoadTracker();
+    c.onNotification(STATUS_NOTIFICATION, (params: LoadStatus) => {
+        const next = loads.update(params);
+        if (next !== undefined && status !== 'disabled' && status !== 'stopped') {
+            setStatus(next.status, next.detail, next.model);
+        }
+    });
+    // Replaces the client's default handler: the same pop-up, plus a button to the log (the server
+    // pops up a missing or broken model this way; the status bar follows `xtc/status`).
     c.onNotification(ShowMessageNotification.type, async (message) => {
         output.appendLine(message.message);
         if (message.type === MessageType.Error) {
-            setStatus('error', message.message);
             const choice = await vscode.window.showErrorMessage(message.message, 'Show Log');
             if (choice) {
                 output.show(true);
@@ -202,7 +203,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         })),
         vscode.commands.registerCommand('xtc.showLog', () => output.show(true)),
         vscode.workspace.onDidChangeConfiguration((e) => {
-            if (e.affectsConfiguration('xtc.enable') || e.affectsConfiguration('xtc.serverCommand')) {
+            if (e.affectsConfiguration('xtc.enable') || e.affectsConfiguration('xtc.serverCommand')
+                || e.affectsConfiguration('xtc.languages')) {
                 void enqueue(async () => {
                     await stopClient();
                     await startClient();

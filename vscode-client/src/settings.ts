@@ -2,7 +2,7 @@
 
 import * as path from 'path';
 
-/** The settings sent to `xtc-lsp` as `initializationOptions` (SPEC: language server). */
+/** The settings sent to `xtc-lsp` as `initializationOptions` (the server's `xtc` settings: README, "Editors"). */
 export interface InitializationOptions {
     model: string;
     maxNewTokens: number;
@@ -22,6 +22,19 @@ export const DEFAULTS: InitializationOptions = {
     multiline: false,
     debounceMs: 0,
 };
+
+/**
+ * Languages (VS Code language ids) completed by default: `xtc.languages`, identical to
+ * `contributes.configuration` in package.json and to `LANGUAGES` in xtc/core/defaults.py.
+ */
+export const DEFAULT_LANGUAGES: readonly string[] = [
+    'python', 'javascript', 'typescript', 'javascriptreact', 'typescriptreact', 'go', 'rust', 'java', 'kotlin',
+    'swift', 'c', 'cpp', 'csharp', 'ruby', 'php', 'lua', 'perl', 'r', 'shellscript', 'powershell', 'sql', 'html',
+    'css', 'scss', 'json', 'jsonc', 'yaml', 'toml', 'markdown', 'dockerfile', 'makefile',
+];
+
+/** The URI schemes of documents the server completes: files on disk and new, unsaved files. */
+export const SCHEMES = ['file', 'untitled'] as const;
 
 /** What we need of a `vscode.WorkspaceConfiguration` for the `xtc` section. */
 export interface ConfigReader {
@@ -46,6 +59,34 @@ export function buildInitializationOptions(config: ConfigReader): Initialization
         multiline: typeof multiline === 'boolean' ? multiline : DEFAULTS.multiline,
         debounceMs: intIn(config.get('debounceMs'), DEFAULTS.debounceMs, 0, 5000),
     };
+}
+
+/**
+ * The language ids of `xtc.languages`: trimmed, non-empty, each once, in the given order. A value
+ * that is not an array of strings gives the defaults; an empty array, no language at all; `*`,
+ * every language.
+ */
+export function languagesOf(config: ConfigReader): string[] {
+    const value = config.get<unknown>('languages');
+    if (!Array.isArray(value)) {
+        return [...DEFAULT_LANGUAGES];
+    }
+    const ids = value.filter((v): v is string => typeof v === 'string').map((v) => v.trim()).filter((v) => v !== '');
+    return [...new Set(ids)];
+}
+
+/** A document filter, as vscode-languageclient's `documentSelector` takes it. */
+export interface DocumentFilter {
+    scheme: string;
+    language?: string;
+}
+
+/** The client's document selector for these languages (`*`: every language), files and unsaved files. */
+export function documentSelector(languages: readonly string[]): DocumentFilter[] {
+    if (languages.includes('*')) {
+        return SCHEMES.map((scheme) => ({ scheme }));
+    }
+    return languages.flatMap((language) => SCHEMES.map((scheme) => ({ scheme, language })));
 }
 
 export interface ServerCommand {
@@ -127,20 +168,48 @@ export function modelLabel(model: string): string {
     return base || m;
 }
 
-/** The model name in the server's "model NAME ready" progress end message, if it is one. */
-export function readyModel(message: string | undefined): string | undefined {
-    const match = /^model (.+) ready$/.exec((message ?? '').trim());
-    return match ? match[1] : undefined;
+/** The server's notification of a model load's state (sent at its start and at its end). */
+export const STATUS_NOTIFICATION = 'xtc/status';
+
+/** A model load's state: `superseded` means a newer load replaced it before it finished. */
+export type LoadState = 'loading' | 'ready' | 'error' | 'superseded';
+
+/** Params of `xtc/status`: `load` numbers the server's loads (1, 2, ...), `model` is the
+ * configured SRC ("" = the default) or the loaded model's name, `message` is for people. */
+export interface LoadStatus {
+    state: LoadState;
+    load: number;
+    model: string;
+    message?: string;
 }
 
-/** The state after the server's model-load progress ends: its end message is "model NAME ready"
- * on success and the error otherwise (the server also pops the error up, once). */
-export function afterLoad(message: string | undefined): { status: 'ready' | 'error'; model?: string } {
-    const model = readyModel(message);
-    if (model !== undefined || !(message ?? '').trim()) {
-        return { status: 'ready', model };
+/**
+ * The status bar's state from the server's `xtc/status` notifications, by state and load number
+ * only (never by the wording of a message): a load's end counts only if no newer load has
+ * started, and `superseded` changes nothing (the newer load reports for itself). One tracker per
+ * server process: the numbering restarts with the server.
+ */
+export class LoadTracker {
+    private latest = 0;
+
+    update(params: LoadStatus): { status: 'loading' | 'ready' | 'error'; model: string; detail?: string } | undefined {
+        if (typeof params !== 'object' || params === null || typeof params.load !== 'number' || params.load < this.latest) {
+            return undefined;
+        }
+        const model = typeof params.model === 'string' ? params.model : '';
+        const detail = typeof params.message === 'string' ? params.message : undefined;
+        switch (params.state) {
+            case 'loading':
+                this.latest = params.load;
+                return { status: 'loading', model, detail };
+            case 'ready':
+            case 'error':
+                this.latest = params.load;
+                return { status: params.state, model, detail };
+            default: // 'superseded' and states this client does not know
+                return undefined;
+        }
     }
-    return { status: 'error' };
 }
 
 export type Status = 'disabled' | 'starting' | 'loading' | 'ready' | 'error' | 'stopped';

@@ -5,16 +5,19 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import {
-    afterLoad,
     buildInitializationOptions,
     ConfigReader,
+    DEFAULT_LANGUAGES,
     DEFAULTS,
+    documentSelector,
     expandVariables,
+    languagesOf,
+    LoadTracker,
     modelLabel,
     parseServerLogLine,
-    readyModel,
     resolveServerCommand,
     SERVER_KEYS,
+    STATUS_NOTIFICATION,
     statusView,
 } from '../settings';
 
@@ -26,15 +29,17 @@ const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'pa
 const properties: Record<string, { type: string; default: unknown }> = manifest.contributes.configuration.properties;
 
 describe('package.json', () => {
-    it('contributes exactly the settings of the spec', () => {
+    it('contributes exactly the settings the README documents', () => {
         assert.deepEqual(Object.keys(properties).sort(), [
-            'xtc.contextTokens', 'xtc.debounceMs', 'xtc.enable', 'xtc.maxNewTokens', 'xtc.model', 'xtc.multiline',
-            'xtc.serverCommand',
+            'xtc.contextTokens', 'xtc.debounceMs', 'xtc.enable', 'xtc.languages', 'xtc.maxNewTokens', 'xtc.model',
+            'xtc.multiline', 'xtc.serverCommand',
         ]);
         assert.equal(properties['xtc.enable'].type, 'boolean');
         assert.equal(properties['xtc.serverCommand'].type, 'array');
         assert.deepEqual(properties['xtc.serverCommand'].default, []);
         assert.equal(properties['xtc.model'].default, '');
+        assert.equal(properties['xtc.languages'].type, 'array');
+        assert.deepEqual(properties['xtc.languages'].default, DEFAULT_LANGUAGES);
     });
 
     it('declares the same defaults as the code', () => {
@@ -43,10 +48,14 @@ describe('package.json', () => {
         }
     });
 
-    it('declares every command it registers and activates on Python', () => {
+    it('declares every command it registers and activates on every default language', () => {
         const commands = manifest.contributes.commands.map((c: { command: string }) => c.command).sort();
         assert.deepEqual(commands, ['xtc.disable', 'xtc.enable', 'xtc.restartServer', 'xtc.showLog', 'xtc.toggle']);
-        assert.ok(manifest.activationEvents.includes('onLanguage:python'));
+        for (const language of DEFAULT_LANGUAGES) {
+            assert.ok(manifest.activationEvents.includes(`onLanguage:${language}`), language);
+        }
+        // languages a user adds to xtc.languages work too, without opening a default one first
+        assert.ok(manifest.activationEvents.includes('onStartupFinished'));
         const lock = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package-lock.json'), 'utf8'));
         const version: string = lock.packages['node_modules/vscode-languageclient'].version;
         const [major, minor, patch] = version.split('.').map(Number);
@@ -74,6 +83,36 @@ describe('buildInitializationOptions', () => {
         }));
         assert.deepEqual(options, { model: '', maxNewTokens: 512, contextTokens: 16, multiline: false, debounceMs: 13 });
         assert.equal(buildInitializationOptions(reader({ maxNewTokens: Number.NaN })).maxNewTokens, DEFAULTS.maxNewTokens);
+    });
+});
+
+describe('languages', () => {
+    it('completes common languages by default, Python and JavaScript among them', () => {
+        assert.deepEqual(languagesOf(reader({})), DEFAULT_LANGUAGES);
+        for (const language of ['python', 'javascript', 'typescript', 'go', 'rust', 'java', 'c', 'cpp', 'shellscript']) {
+            assert.ok(DEFAULT_LANGUAGES.includes(language), language);
+        }
+        assert.equal(new Set(DEFAULT_LANGUAGES).size, DEFAULT_LANGUAGES.length);
+    });
+
+    it('takes the setting, trimmed and without repeats; malformed values give the defaults', () => {
+        assert.deepEqual(languagesOf(reader({ languages: [' rust ', 'go', 'rust', '', 7] })), ['rust', 'go']);
+        assert.deepEqual(languagesOf(reader({ languages: [] })), []);
+        assert.deepEqual(languagesOf(reader({ languages: 'python' })), DEFAULT_LANGUAGES);
+    });
+
+    it('selects files and unsaved documents of those languages, or of every language with *', () => {
+        assert.deepEqual(documentSelector(['python', 'javascript']), [
+            { scheme: 'file', language: 'python' }, { scheme: 'untitled', language: 'python' },
+            { scheme: 'file', language: 'javascript' }, { scheme: 'untitled', language: 'javascript' },
+        ]);
+        assert.deepEqual(documentSelector(['python', '*']), [{ scheme: 'file' }, { scheme: 'untitled' }]);
+        assert.deepEqual(documentSelector([]), []);
+    });
+
+    it('is not sent to the server', () => {
+        assert.ok(!(SERVER_KEYS as readonly string[]).includes('languages'));
+        assert.ok(!('languages' in buildInitializationOptions(reader({ languages: ['go'] }))));
     });
 });
 
@@ -129,16 +168,32 @@ describe('status bar', () => {
         assert.equal(modelLabel('smollm2'), 'smollm2');
     });
 
-    it('reads the loaded model from the server progress message', () => {
-        assert.equal(readyModel('model smollm2 ready'), 'smollm2');
-        assert.equal(readyModel('cannot load model x: missing'), undefined);
-        assert.equal(readyModel(undefined), undefined);
+    it('follows the structured load state, never the text of a message', () => {
+        assert.equal(STATUS_NOTIFICATION, 'xtc/status');
+        const loads = new LoadTracker();
+        assert.deepEqual(loads.update({ state: 'loading', load: 1, model: 'tiny', message: 'loading model tiny' }),
+            { status: 'loading', model: 'tiny', detail: 'loading model tiny' });
+        assert.deepEqual(loads.update({ state: 'ready', load: 1, model: 'tiny', message: 'model tiny ready' }),
+            { status: 'ready', model: 'tiny', detail: 'model tiny ready' });
+        // a message that reads like an error does not make an error; the state does
+        assert.equal(new LoadTracker().update({ state: 'ready', load: 1, model: 'x', message: 'cannot load: no error' })?.status, 'ready');
+        const error = new LoadTracker().update({ state: 'error', load: 1, model: '/x', message: 'cannot load model /x: no config.json' });
+        assert.deepEqual(error, { status: 'error', model: '/x', detail: 'cannot load model /x: no config.json' });
     });
 
-    it('tells a loaded model from a failed load', () => {
-        assert.deepEqual(afterLoad('model tiny ready'), { status: 'ready', model: 'tiny' });
-        assert.deepEqual(afterLoad(''), { status: 'ready', model: undefined });
-        assert.deepEqual(afterLoad('cannot load model /x: no such directory; install one with xtc install'), { status: 'error' });
+    it('ends on the last model after two quick model changes', () => {
+        const loads = new LoadTracker();
+        loads.update({ state: 'loading', load: 1, model: 'a' });
+        loads.update({ state: 'loading', load: 2, model: 'b' });
+        assert.equal(loads.update({ state: 'superseded', load: 1, model: 'a', message: 'model load superseded by a newer one' }), undefined);
+        assert.deepEqual(loads.update({ state: 'ready', load: 2, model: 'b' }), { status: 'ready', model: 'b', detail: undefined });
+        // an older load that reports late (even a failure) does not overwrite the newer state
+        assert.equal(loads.update({ state: 'error', load: 1, model: 'a', message: 'cannot load model a' }), undefined);
+        assert.equal(loads.update({ state: 'loading', load: 1, model: 'a' }), undefined);
+        // a newer load takes over; unknown states and malformed notifications are ignored
+        assert.equal(loads.update({ state: 'loading', load: 3, model: 'c' })?.status, 'loading');
+        assert.equal(loads.update({ state: 'exploded', load: 3, model: 'c' } as never), undefined);
+        assert.equal(loads.update(undefined as never), undefined);
     });
 
     it('shows loading, ready and error', () => {
