@@ -5,8 +5,9 @@ document, the text around it goes to `xtc.infer.complete.Completer` on one worke
 answer comes back as a `concurrent.futures.Future`. Around that one call it keeps an editor
 responsive:
 
-- one inference at a time; a newer request on the same stream (document and feature) makes the
-  older ones stale: they are answered empty at once and their generation stops between tokens;
+- one inference at a time (a new model's warm-up included); a newer request on the same stream
+  (document and feature) makes the older ones stale: they are answered empty at once and their
+  generation stops between tokens;
 - cancelling a request's future stops its generation too (`should_stop`);
 - an optional debounce: a request waits `debounce_ms` before it starts, so a burst of typing
   costs one inference;
@@ -28,6 +29,7 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable
+from urllib.parse import unquote, urlsplit
 
 from xtc.core import defaults
 
@@ -119,6 +121,15 @@ def units_of(text: str, encoding: str = "utf-16") -> int:
     return sum(_units(c, encoding) for c in text)
 
 
+def file_name(uri: str) -> str:
+    """The file name of a document URI ("file:///src/app.js" -> "app.js"); "" for a document that
+    has none yet (VS Code's "untitled:Untitled-1")."""
+    parsed = urlsplit(uri)
+    if parsed.scheme == "untitled":
+        return ""
+    return unquote(parsed.path).rstrip("/").rsplit("/", 1)[-1]
+
+
 # -- requests and answers -----------------------------------------------------------------------
 @dataclass
 class Request:
@@ -129,6 +140,7 @@ class Request:
     invoked: bool = False  # explicitly asked for (may be multi-line) rather than automatic
     channel: str = ""  # requests on the same (document, channel) make each other stale
     encoding: str = "utf-16"
+    language: str = ""  # the document's language id (didOpen's languageId), e.g. "python", "javascript"
 
 
 @dataclass
@@ -205,6 +217,7 @@ class Engine:
         self._load_generation = 0
         self._load_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._inference = threading.Lock()  # held by every model call: completions and warm-ups
         self._latest: dict[Hashable, Job] = {}
         self._shown: deque[_Shown] = deque(maxlen=cache_size)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -218,8 +231,8 @@ class Engine:
     # -- model ----------------------------------------------------------------------------------
     def load(self, src: str | None = None) -> Future:
         """Load SRC (default: `settings.model`) on a background thread; the old model serves until
-        then. The future gives the model's name, None when a newer load superseded this one, or
-        raises `LoadError` whose message tells the user what to do."""
+        then. The future gives the model's name, None when a newer load superseded this one (even
+        if this one failed), or raises `LoadError` whose message tells the user what to do."""
         src = self.settings.model if src is None else src
         with self._lock:
             self._load_generation += 1
@@ -237,7 +250,8 @@ class Engine:
             started = time.perf_counter()
             try:
                 completer = self.loader(src)
-                completer.complete("def main():\n    return", max_new_tokens=2)  # warm up
+                with self._inference:  # warm up, never beside a completion (one thread team at a time)
+                    completer.complete("def main():\n    return", max_new_tokens=2)
             except Exception as exc:
                 from xtc.core.errors import XtcError
 
@@ -245,9 +259,14 @@ class Engine:
                     log.exception("cannot load model %r", src)
                 error = LoadError(f"cannot load model {src or '(default)'}: {exc}; {INSTALL_HINT}")
                 with self._lock:
-                    if generation == self._load_generation:
+                    superseded = generation != self._load_generation
+                    if not superseded:
                         self.completer, self.model_name, self.error = None, None, str(error)
-                future.set_exception(error)
+                if superseded:  # the user has asked for another model since: not theirs to fix
+                    log.warning("%s (superseded by a newer load)", error)
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
                 return
             with self._lock:
                 if generation != self._load_generation:
@@ -341,8 +360,10 @@ class Engine:
             return
         s = job.settings
         max_new_tokens = min(s.max_new_tokens, completer.rt.max_context // 2)  # leave room for the prompt
-        result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
-                                    context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done)
+        with self._inference:
+            result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
+                                        context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done,
+                                        filename=file_name(job.request.document), language=job.request.language)
         text = "" if result.cancelled or not result.text.strip() else result.text
         if text and completer is self.completer:
             with self._lock:

@@ -17,6 +17,15 @@ from lsp_server import __version__
 from lsp_server.engine import Engine, LoadError, Request, Settings, Suggestion, units_of
 
 log = logging.getLogger("xtc-lsp")
+STATUS_NOTIFICATION = "xtc/status"  # {state: loading|ready|error|superseded, load, model, message}
+
+
+def kernels_line(completer: Any) -> str:
+    """Which compiled kernels the loaded model runs on ("avx512-vnni", "avx2"), or why numpy does."""
+    rt = getattr(completer, "rt", None)
+    kernels = getattr(rt, "kernels", "unknown")
+    reason = getattr(rt, "kernels_error", None)
+    return f"kernels: {kernels}" + (f" ({reason})" if kernels == "numpy" and reason else "")
 
 
 class XtcProtocol(LanguageServerProtocol):
@@ -41,8 +50,9 @@ class XtcServer(LanguageServer):
         self.engine = Engine()
         self.client_ready = False
         self.shut_down = False  # `shutdown` came before `exit`: exit status 0
-        self._pending_load: Future | None = None
+        self._pending_load: tuple[Future, int, str] | None = None
         self._progress_count = 0
+        self._loads = 0
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log protocol errors (stderr and the client's log); only a model problem pops up."""
@@ -54,37 +64,54 @@ class XtcServer(LanguageServer):
         self.window_log_message(types.LogMessageParams(type=kind, message=message))
 
     def start_load(self, future: Future) -> None:
-        """Report a model load to the client: work-done progress, then a message if it failed."""
-        if not self.client_ready:  # reported once the client is ready for progress
-            self._pending_load = future
-            return
-        asyncio.ensure_future(self._report_load(future))
+        """Report a model load to the client: `xtc/status` and work-done progress, then a message
+        if it failed. Loads are numbered in the order they start."""
+        self._loads += 1
+        self._report(future, self._loads, self.engine.loaded_src or "")
 
-    async def _report_load(self, future: Future) -> None:
+    def _report(self, future: Future, load: int, src: str) -> None:
+        if not self.client_ready:  # reported once the client is ready for progress
+            self._pending_load = (future, load, src)
+            return
+        asyncio.ensure_future(self._report_load(future, load, src))
+
+    def send_status(self, state: str, load: int, model: str, message: str) -> None:
+        """The `xtc/status` notification: the load's state for programs (the client's status bar),
+        `message` for people. States: loading, ready, error, superseded (a newer load replaced it)."""
+        self.protocol.notify(STATUS_NOTIFICATION, {"state": state, "load": load, "model": model, "message": message})
+
+    async def _report_load(self, future: Future, load: int, src: str) -> None:
+        begin = f"loading model {src or '(default)'}"
+        self.send_status("loading", load, src, begin)
         token = None
         if getattr(getattr(self.client_capabilities, "window", None), "work_done_progress", False):
             self._progress_count += 1
             token = f"xtc-load-{self._progress_count}"
             try:
                 await self.work_done_progress.create_async(token)
-                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                    title="xtc", message=f"loading model {self.engine.loaded_src or '(default)'}"))
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="xtc", message=begin))
             except Exception as exc:  # a client that refuses progress still gets completions
                 log.warning("no progress: %s", exc)
                 token = None
         error = None
+        model = src
         try:
             name = await asyncio.wrap_future(future)
+            state, model = ("ready", name) if name else ("superseded", src)
             message = f"model {name} ready" if name else "model load superseded by a newer one"
         except LoadError as exc:
-            error = message = str(exc)
+            state, error = "error", str(exc)
+            message = error
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        self.send_status(state, load, model, message)
         if error:  # the one message a user sees: what is wrong and how to install a model
             log.error("%s", error)
             self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"xtc: {error}"))
         else:
             self.log_to_client(message)
+            if state == "ready":
+                self.log_to_client(kernels_line(self.engine.completer))
 
     def configure(self, raw: Any) -> None:
         settings = self.engine.settings.updated(raw)
@@ -99,7 +126,7 @@ class XtcServer(LanguageServer):
         if document is None:  # never opened: nothing to complete
             return Suggestion(source="unknown-document")
         request = Request(uri, document.source, position.line, position.character, invoked, channel,
-                          str(self.workspace.position_encoding or "utf-16"))
+                          str(self.workspace.position_encoding or "utf-16"), document.language_id or "")
         suggestion = await asyncio.wrap_future(self.engine.submit(request))  # cancelling stops generation
         if suggestion.completion is not None:
             c = suggestion.completion
@@ -120,7 +147,7 @@ def create_server() -> XtcServer:
     def initialized(ls: XtcServer, params: types.InitializedParams) -> None:
         ls.client_ready = True
         if ls._pending_load is not None:
-            ls.start_load(ls._pending_load)
+            ls._report(*ls._pending_load)
             ls._pending_load = None
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)

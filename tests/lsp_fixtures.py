@@ -72,8 +72,8 @@ class Session:
         self.result = result
         self._version = 1
 
-    def open(self, uri: str, text: str) -> str:
-        self.client.text_document_did_open(t.DidOpenTextDocumentParams(t.TextDocumentItem(uri, "python", 1, text)))
+    def open(self, uri: str, text: str, language: str = "python") -> str:
+        self.client.text_document_did_open(t.DidOpenTextDocumentParams(t.TextDocumentItem(uri, language, 1, text)))
         return uri
 
     def change(self, uri: str, start: t.Position, end: t.Position, text: str) -> None:
@@ -98,6 +98,20 @@ class Session:
             t.TextDocumentIdentifier(uri), position, t.CompletionContext(t.CompletionTriggerKind.Invoked)))
         return list(result.items) if isinstance(result, t.CompletionList) else list(result or [])
 
+    def statuses(self, load: int | None = None) -> list[dict]:
+        """The `xtc/status` notifications received (of load number `load`), oldest first."""
+        return [s for s in self.client.xtc_statuses if load is None or s["load"] == load]
+
+    async def wait_status(self, load: int, states: tuple[str, ...] = ("ready", "error", "superseded"),
+                          timeout: float = 60) -> dict:
+        """The first `xtc/status` of load number `load` in one of `states`."""
+        deadline = time.monotonic() + timeout
+        while not (found := [s for s in self.statuses(load) if s["state"] in states]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {states} status for load {load} after {timeout} s: {self.statuses()}")
+            await asyncio.sleep(0.05)
+        return found[0]
+
     def progress_ends(self) -> list[t.WorkDoneProgressEnd]:
         return [v for values in self.client.progress_reports.values() for v in values
                 if isinstance(v, t.WorkDoneProgressEnd)]
@@ -118,6 +132,11 @@ async def lsp_session(options: Any, home: Path, wait_ready: bool = True) -> Asyn
     from pytest_lsp.client import make_test_lsp_client
 
     client = make_test_lsp_client()
+    client.xtc_statuses = []
+
+    @client.feature("xtc/status")
+    def status(params: Any) -> None:  # the model's load state (pygls gives a namedtuple)
+        client.xtc_statuses.append(params if isinstance(params, dict) else params._asdict())
     # One thread: tiny models gain nothing from more, and a busy 2-core machine makes them crawl.
     env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1"}
     await client.start_io(sys.executable, "-m", "lsp_server", env=env)

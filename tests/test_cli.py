@@ -1,4 +1,5 @@
-"""Every `xtc` command, as a user calls it, and the bad inputs the SPEC lists."""
+"""Every `xtc` command, as a user calls it, and the bad inputs that must give a one-line error
+(README, "Commands": a missing path, an unknown architecture, a corrupt file, a bad flag)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def benchmark_file(tmp_path_factory):
 def packed_dir(tmp_path_factory, tiny_dirs, corpus_dir):
     out = tmp_path_factory.mktemp("packed") / "hybrid"
     code = main(["compress", "--teacher", str(tiny_dirs["llama"]), "--method", "hybrid", "--data", str(corpus_dir),
-                 "--out", str(out), "--steps", "3", "--seq-len", "32", "--batch-size", "2", "--max-tokens", "20000",
+                 "--out", str(out), "--steps", "3", "--seq-len", "32", "--batch-size", "2", "--cache-tokens", "4096",
                  "--device", "cpu", "--json"])
     assert code == 0
     return out
@@ -53,11 +54,18 @@ def packed_dir(tmp_path_factory, tiny_dirs, corpus_dir):
 
 def test_compress_writes_a_packed_model_and_a_summary(packed_dir):
     config = json.loads((packed_dir / "config.json").read_text())
-    assert config["xtc"]["method"] == "hybrid" and config["xtc"]["weight_bits"] == 1 and config["xtc"]["act_bits"] == 8
+    assert config["xtc"]["method"] == "hybrid" and config["xtc"]["recipe"] == "blockwise" and config["xtc"]["act_bits"] == 8
+    assert {q["levels"] for name, q in config["xtc"]["quant"].items() if ".layers." in name} == {2}  # binary
     assert config["xtc"]["kept_layers"] == [1, 3] and config["num_hidden_layers"] == 2
     summary = json.loads((packed_dir / "training" / "summary.json").read_text())
     assert summary["ratio"] > 1 and summary["packed_mb"] < summary["teacher_fp32_mb"]
-    assert [s["stage"] for s in summary["stages"]] == ["layer", "quant"]
+    assert [s["stage"] for s in summary["stages"]] == ["cache", "blocks", "e2e"]
+
+
+def test_compress_leaves_out_corpus_files_holding_benchmark_items(packed_dir):
+    # the corpus is standard-library files, and the shipped benchmark was cut from them
+    summary = json.loads((packed_dir / "training" / "summary.json").read_text())
+    assert "files dropped that hold items of line_completion_stdlib.jsonl" in summary["corpus"]
 
 
 def test_eval_reports_the_spec_fields(capsys, packed_dir, benchmark_file):
@@ -66,6 +74,43 @@ def test_eval_reports_the_spec_fields(capsys, packed_dir, benchmark_file):
     assert result["n"] == 2
     assert 0 <= result["exact_match"] <= 100 and 0 <= result["edit_similarity"] <= 100
     assert result["score"] == pytest.approx((result["exact_match"] + result["edit_similarity"]) / 2)
+
+
+def test_eval_shards_resume_and_merge_into_the_full_result(capsys, tiny_dirs, benchmark_file, tmp_path):
+    model, bench = str(tiny_dirs["gpt2"]), str(benchmark_file)
+    full = run_json(capsys, "eval", "--model", model, "--benchmark", bench, "--json")
+    files = [tmp_path / f"shard-{k}.jsonl" for k in (1, 2)]
+    for k, f in enumerate(files, start=1):
+        run_json(capsys, "eval", "--model", model, "--benchmark", bench, "--shard", f"{k}/2", "--predictions", str(f),
+                 "--threads", "1", "--json")
+    assert [json.loads(x)["index"] for x in files[1].read_text().splitlines()] == [1, 3]
+    again = run_json(capsys, "eval", "--model", model, "--benchmark", bench, "--shard", "2/2", "--predictions",
+                     str(files[1]), "--json")  # resumed: nothing left to do, same result
+    assert again["n"] == 2 and len(files[1].read_text().splitlines()) == 2
+    merged = run_json(capsys, "eval", "--merge", *map(str, files), "--benchmark", bench, "--json")
+    assert set(merged) == set(full)
+    for key in ("model", "n", "exact_match", "edit_similarity", "score"):
+        assert merged[key] == pytest.approx(full[key])
+    code, _, err = run(capsys, "eval", "--merge", str(files[0]), "--benchmark", bench)
+    assert_one_line_error(code, err, "2 of 4 items have no prediction")
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["eval", "--model", "x", "--benchmark", "b", "--shard", "3/2"], "K/N"),
+    (["eval", "--model", "x", "--benchmark", "b", "--shard", "two"], "K/N"),
+    (["eval", "--benchmark", "b.jsonl"], "--model"),
+    (["eval", "--merge", "nope.jsonl", "--shard", "1/2"], "--merge"),
+    (["eval", "--merge", "nope.jsonl"], "no such predictions file"),
+])
+def test_eval_refuses_bad_shard_and_merge_flags(capsys, argv, needle):
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, needle)
+
+
+def test_compress_refuses_a_missing_decontamination_benchmark(capsys, tiny_dirs, corpus_dir, tmp_path):
+    code, _, err = run(capsys, "compress", "--teacher", str(tiny_dirs["gpt2"]), "--method", "layer",
+                       "--data", str(corpus_dir), "--out", str(tmp_path / "o"), "--decontaminate", str(tmp_path / "b.jsonl"))
+    assert_one_line_error(code, err, "--decontaminate", "b.jsonl")
 
 
 def test_bench_reports_the_spec_fields(capsys, packed_dir, tmp_path):
@@ -154,7 +199,8 @@ def test_malformed_benchmark(capsys, tmp_path, packed_dir):
 
 @pytest.mark.parametrize("argv", [
     ["compress", "--teacher", "x", "--method", "magic", "--data", ".", "--out", "o"],
-    ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--weight-bits", "3"],
+    ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--weight-bits", "5"],
+    ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--weight-format-for", "down=int9"],
     ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--steps", "-5"],
     ["bench", "--model", "x", "--prompt-tokens", "many"],
     ["frobnicate"],

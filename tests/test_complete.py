@@ -10,30 +10,35 @@ from __future__ import annotations
 import numpy as np
 from transformers import AutoModelForCausalLM
 
-from xtc.infer.complete import Completer
+from xtc.infer.complete import Completer, _bytes_to_unicode
 from xtc.infer.runtime import KVCache, Runtime
 
 FILE = "def hello_world(name):\n    greeting = 'hello ' + name\n    return greeting\n\n\nprint(hello_world('x'))\n"
 
 
 class OracleRuntime:
-    """Stands in for `Runtime`: predicts the continuation of `target` (or `fallback` text)."""
+    """Stands in for `Runtime`: predicts the continuation of `target` (or always `prefer`), byte by
+    byte as a byte-level BPE model does (a character may take several tokens)."""
 
     def __init__(self, tokenizer, target: str, prefer: str | None = None):
-        self.tokenizer, self.target, self.prefer = tokenizer, target, prefer
+        self.tokenizer, self.target, self.prefer = tokenizer, target.encode(), prefer
         self.vocab_size, self.max_context = len(tokenizer), 512
         self.cache = KVCache([], [])
         self.texts = [tokenizer.decode([i]) for i in range(self.vocab_size)]
+        byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        special = set(tokenizer.all_special_ids)
+        self.bytes = [b"" if i in special else bytes(byte_of[c] for c in tokenizer.convert_ids_to_tokens(i))
+                      for i in range(self.vocab_size)]
 
     def _logits(self) -> np.ndarray:
-        text = self.tokenizer.decode(self.cache.tokens)
+        done = b"".join(self.bytes[i] for i in self.cache.tokens)
         logits = np.zeros(self.vocab_size, dtype=np.float32)
         if self.prefer is not None:  # a model with a fixed habit, e.g. always ending the line
             logits[[i for i, t in enumerate(self.texts) if t == self.prefer]] = 10
             return logits
-        rest = self.target[len(text):] if self.target.startswith(text) else ""
-        best = max((i for i, t in enumerate(self.texts) if t and rest.startswith(t)),
-                   key=lambda i: len(self.texts[i]), default=None)
+        rest = self.target[len(done):] if self.target.startswith(done) else b""
+        best = max((i for i, b in enumerate(self.bytes) if b and rest.startswith(b)),
+                   key=lambda i: len(self.bytes[i]), default=None)
         if best is not None:
             logits[best] = 10
         return logits
@@ -61,6 +66,41 @@ def test_cursor_inside_a_word_is_healed(tokenizer):
     completer = Completer(OracleRuntime(tokenizer, FILE))
     assert completer.complete(cut("def hello_wo")).text == "rld(name):"
     assert completer.complete(cut("    gree")).text == "ting = 'hello ' + name"
+
+
+def test_healing_after_a_multibyte_character_offers_byte_tokens(tokenizer):
+    # The tiny tokenizer has no merges for these characters: each is 3 or 4 byte tokens, and
+    # healing backs off into the middle of one; the constraint must accept byte pieces.
+    assert len(tokenizer("你", add_special_tokens=False)["input_ids"]) == 3
+    cjk = "greeting = '你好世界'\nprint(greeting)\n"
+    completer = Completer(OracleRuntime(tokenizer, cjk))
+    assert completer.complete(cjk[:cjk.index("你") + 1]).text == "好世界'"
+    assert completer.complete(cjk[:cjk.index("界") + 1]).text == "'"
+    emoji = "party = '🎉 time'\n"
+    completer = Completer(OracleRuntime(tokenizer, emoji))
+    assert completer.complete(emoji[:emoji.index("🎉") + 1]).text == " time'"
+    assert completer.complete("party = '").text == "🎉 time'"
+
+
+def test_decoding_never_cleans_up_tokenization_spaces(tokenizer, tmp_path):
+    # GPT-2 / CodeGPT tokenizer configs set clean_up_tokenization_spaces, which turns " 's" into
+    # "'s": code must come back exactly as the model wrote it.
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    from xtc.infer.tokenizer import FastTokenizer
+
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "clean_up_tokenization_spaces": True}))
+    code = "import sys\nx = 'sys'\n"
+    fast = FastTokenizer(tmp_path)
+    assert fast.decode(fast.encode("x = 'sys'", add_special_tokens=False)) == "x ='sys'"  # as configured
+    for tok in (fast, PreTrainedTokenizerFast.from_pretrained(tmp_path)):
+        completer = Completer(OracleRuntime(tok, code))
+        assert completer.complete("import sys\nx =").text == " 'sys'"
+        assert completer.complete("import sys\nx = ").text == "'sys'"
 
 
 def test_fresh_indented_line_gets_code_not_a_line_end(tokenizer):
@@ -120,3 +160,38 @@ def test_generation_longer_than_the_context_is_capped_not_an_error(tokenizer):
     completer = Completer(OracleRuntime(tokenizer, FILE))
     result = completer.complete(cut("(name):\n"), multiline=True, max_new_tokens=10_000)
     assert result.text.startswith("    greeting")
+
+
+JS = "const path = require('path');\n\nfunction main(args) {\n    return path.join(args[0], 'out');\n}\n"
+
+
+def test_other_languages_get_a_file_name_header_where_the_model_knows_the_token():
+    """SmolLM2's vocabulary has StarCoder's `<filename>`: a non-Python file's prompt starts with
+    `<filename>NAME` and a newline. Python files, unnamed documents and `xtc eval` keep the raw text."""
+    from tests.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(extra_special=("<filename>",))
+    marker = tokenizer.convert_tokens_to_ids("<filename>")
+    completer = Completer(OracleRuntime(tokenizer, "<filename>app.js\n" + JS))  # the oracle spells special tokens out
+    assert completer.header("src/app.js", "javascript") == "<filename>app.js\n"
+    assert completer.header("C:\\w\\Makefile", "makefile") == "<filename>Makefile\n"
+    assert completer.header("tool.py") == completer.header("tool", "python") == completer.header("", "go") == ""
+    before = JS[:JS.index("path.jo") + len("path.jo")]
+    result = completer.complete(before, filename="app.js", language="javascript")
+    assert result.text == "in(args[0], 'out');"
+    assert completer.rt.cache.tokens[0] == marker
+    assert result.prompt_tokens == len(tokenizer("<filename>app.js\n" + before, add_special_tokens=False)["input_ids"])
+
+    plain = Completer(OracleRuntime(tokenizer, JS))
+    plain.complete(before)  # no file name: as `xtc eval` calls it
+    assert marker not in plain.rt.cache.tokens
+    plain.complete(before, filename="app.py", language="python")
+    assert marker not in plain.rt.cache.tokens
+
+
+def test_no_header_for_a_model_without_the_file_name_token(tokenizer):
+    completer = Completer(OracleRuntime(tokenizer, JS))
+    assert completer.header("app.js", "javascript") == ""
+    before = JS[:JS.index("path.jo") + len("path.jo")]
+    assert completer.complete(before, filename="app.js", language="javascript").text == "in(args[0], 'out');"
+    assert completer.rt.cache.tokens[:5] == tokenizer(before, add_special_tokens=False)["input_ids"][:5]

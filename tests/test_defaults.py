@@ -9,7 +9,8 @@ from lsp_server.engine import Settings
 from xtc.cli import build_parser
 from xtc.core import defaults
 
-PACKAGE_JSON = Path(__file__).resolve().parents[1] / "vscode-client" / "package.json"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_JSON = REPO / "vscode-client" / "package.json"
 SETTINGS = {  # VS Code setting -> (default, bounds or None)
     "xtc.maxNewTokens": (defaults.MAX_NEW_TOKENS, defaults.MAX_NEW_TOKENS_BOUNDS),
     "xtc.contextTokens": (defaults.CONTEXT_TOKENS, defaults.CONTEXT_TOKENS_BOUNDS),
@@ -38,3 +39,19 @@ def test_the_server_and_the_cli_use_the_core_defaults():
     assert too_big.debounce_ms == defaults.DEBOUNCE_MS_BOUNDS[0]
     args = build_parser().parse_args(["eval", "--model", "m", "--benchmark", "b"])
     assert (args.max_new_tokens, args.context_tokens) == (defaults.MAX_NEW_TOKENS, defaults.CONTEXT_TOKENS)
+
+
+def test_the_editors_complete_the_core_default_languages():
+    """VS Code's `xtc.languages` (package.json and the extension's code) and Neovim's `filetypes`."""
+    import re
+
+    manifest = json.loads(PACKAGE_JSON.read_text())
+    assert tuple(manifest["contributes"]["configuration"]["properties"]["xtc.languages"]["default"]) == defaults.LANGUAGES
+    settings_ts = (REPO / "vscode-client" / "src" / "settings.ts").read_text()
+    listed = re.search(r"DEFAULT_LANGUAGES: readonly string\[\] = \[(.*?)\];", settings_ts, re.S).group(1)
+    assert tuple(re.findall(r"'([^']+)'", listed)) == defaults.LANGUAGES
+    assert {f"onLanguage:{language}" for language in defaults.LANGUAGES} <= set(manifest["activationEvents"])
+    lua = (REPO / "editors" / "nvim" / "xtc.lua").read_text()
+    filetypes = re.search(r"^  filetypes = \{(.*?)\},", lua, re.S | re.M).group(1)
+    assert tuple(re.findall(r"'([^']+)'", filetypes)) == defaults.NVIM_FILETYPES
+    assert "python" in defaults.LANGUAGES and "javascript" in defaults.NVIM_FILETYPES

