@@ -69,8 +69,9 @@ def run_row(name: str, extra: list[str], args, out: Path) -> dict:
         compress.append("--resume")
     started = time.monotonic()
     summary = xtc(*compress, log=log)
-    result = {"name": name, "args": extra, "compress": summary, "wall_minutes": (time.monotonic() - started) / 60,
-              **measure(str(row_dir), args, log)}
+    # wall_minutes is this call's only: a resumed row ran part of its budget before it
+    result = {"name": name, "args": extra, "compress": summary, "budget_minutes": args.minutes,
+              "wall_minutes": (time.monotonic() - started) / 60, **measure(str(row_dir), args, log)}
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -78,21 +79,27 @@ def run_row(name: str, extra: list[str], args, out: Path) -> dict:
 def table(teacher: dict, rows: list[dict]) -> str:
     t_score = teacher["quality"]["score"]
     t_mb = teacher["speed"]["disk_mb"]
-    lines = ["| model | layers | weights | MB | smaller | EM | ES | score | retention | cold ms | warm ms | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | layers | weights | MB | smaller | EM | ES | score | retention | cold ms | warm ms "
+             "| budget min | steps per layer / end-to-end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def line(name, layers, weights, q, s, minutes):
+    def line(name, layers, weights, q, s, minutes, steps):
         lines.append(f"| {name} | {layers} | {weights} | {s['disk_mb']:.1f} | {t_mb / s['disk_mb']:.1f}x | "
                      f"{q['exact_match']:.1f} | {q['edit_similarity']:.1f} | {q['score']:.1f} | "
-                     f"{100 * q['score'] / t_score:.0f}% | {s['latency_ms']:.0f} | {s['warm_latency_ms']:.0f} | {minutes} |")
+                     f"{100 * q['score'] / t_score:.0f}% | {s['latency_ms']:.0f} | {s['warm_latency_ms']:.0f} | "
+                     f"{minutes} | {steps} |")
 
-    line("teacher (fp32)", 30, "fp32", teacher["quality"], teacher["speed"], "-")
+    line("teacher (fp32)", 30, "fp32", teacher["quality"], teacher["speed"], "-", "-")
     for r in rows:
         c = r["compress"]
         fmt = r["args"][r["args"].index("--weight-format") + 1]
         group = r["args"][r["args"].index("--group-size") + 1] if "--group-size" in r["args"] else "row"
+        stage = {s["stage"]: s for s in c["stages"]}
+        steps = f"{stage['blocks']['steps']} / {stage['e2e']['steps'] if 'e2e' in stage else 0}"
+        if not c["finished"]:
+            steps += f" (budget ran out: {stage['blocks']['layers_done']} layers trained)"
         line(r["name"], len(c["kept_layers"]), f"{fmt} g{group}, A8", r["quality"], r["speed"],
-             f"{r['wall_minutes']:.0f}")
+             f"{r.get('budget_minutes', r['wall_minutes']):.0f}", steps)
     return "\n".join(lines) + "\n"
 
 

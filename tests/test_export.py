@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
+from tests.test_cli import run
 from xtc.train.pack import load_packed, save_packed
 from xtc.train.pipeline import CompressOptions, build_student
 from xtc.train.quant import QuantLinear
@@ -50,17 +51,6 @@ def packed(tiny_dirs, tokenizer, tmp_path_factory):
         out[arch] = save_packed(student, tokenizer, tmp_path_factory.mktemp(f"packed-{arch}"),
                                 {"method": "hybrid", "kept_layers": kept})
     return out
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    from xtc.cli import main
-
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse exits on bad flags
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def student_logits(directory, ids: list[int]) -> np.ndarray:

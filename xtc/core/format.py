@@ -133,27 +133,16 @@ def xtc_section(config: dict, where: object = "model") -> dict:
     return section
 
 
-# -- bit packing --------------------------------------------------------------------------------
+# -- v1 signed codes (read by `v1_affine`; written by the tests of v1 compatibility) ----------------
 def pack_ints(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Signed integer codes packed along the last dim into uint8, 8 // bits codes per byte, the
-    first code in the lowest bits. 1 bit: -1 -> 0, +1 -> 1. Wider: code + 2**(bits-1) as an
-    unsigned field. The last dim is padded to whole bytes. 8 bits: the codes as int8."""
+    """Format v1's storage of signed integer codes along the last dim: 1 bit: -1 -> 0, +1 -> 1;
+    wider: code + 2**(bits-1) as an unsigned field, 8 // bits per byte, the first code in the
+    lowest bits; 8 bits: the codes as int8."""
     codes = np.asarray(codes)
     if bits == 8:
         return np.ascontiguousarray(codes, dtype=np.int8)
-    per_byte = 8 // bits
-    if bits == 1:
-        unsigned = (codes > 0).astype(np.uint8)
-    else:
-        unsigned = (codes.astype(np.int16) + 2 ** (bits - 1)).astype(np.uint8)
-    pad = (-unsigned.shape[-1]) % per_byte
-    if pad:
-        unsigned = np.concatenate([unsigned, np.zeros((*unsigned.shape[:-1], pad), np.uint8)], axis=-1)
-    fields = unsigned.reshape(*unsigned.shape[:-1], -1, per_byte)
-    packed = np.zeros(fields.shape[:-1], dtype=np.uint8)
-    for j in range(per_byte):
-        packed |= fields[..., j] << np.uint8(bits * j)
-    return packed
+    unsigned = codes > 0 if bits == 1 else codes.astype(np.int16) + 2 ** (bits - 1)
+    return _pack_fields(unsigned, bits)
 
 
 def unpack_ints(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
@@ -161,12 +150,8 @@ def unpack_ints(packed: np.ndarray, bits: int, length: int) -> np.ndarray:
     packed = np.asarray(packed)
     if bits == 8:
         return packed.astype(np.int8)
-    per_byte = 8 // bits
-    mask = (1 << bits) - 1
-    fields = np.stack([(packed >> (bits * j)) & mask for j in range(per_byte)], axis=-1)
-    unsigned = fields.reshape(*packed.shape[:-1], -1)[..., :length].astype(np.int16)
-    codes = unsigned * 2 - 1 if bits == 1 else unsigned - 2 ** (bits - 1)
-    return codes.astype(np.int8)
+    unsigned = _unpack_fields(packed, bits, length).astype(np.int8)
+    return unsigned * 2 - 1 if bits == 1 else unsigned - 2 ** (bits - 1)
 
 
 # -- affine codes (format v2) -----------------------------------------------------------------------
