@@ -44,8 +44,9 @@ def main() -> None:
     held_out = eval_blocks(corpus.val, cache.seq_len)
     result = {"model": str(args.model), "steps": args.steps, "batch_windows": args.batch_size,
               "validation_tokens": int(held_out.numel())}
-    for train_what in ("scales", "all"):
-        student, _ = load_packed(args.model)
+    for i, train_what in enumerate(("scales", "all")):
+        if i:  # every choice starts from the packed student
+            student, _ = load_packed(args.model)
         result.setdefault("before", round(perplexity(student, held_out), 3))
         result[f"{train_what}_parameters"] = select_trainable(student, train_what)
         cfg = E2EConfig(args.steps, args.batch_size, train=train_what)
