@@ -202,6 +202,9 @@ def test_malformed_benchmark(capsys, tmp_path, packed_dir):
     ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--weight-bits", "5"],
     ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--weight-format-for", "down=int9"],
     ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--steps", "-5"],
+    ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--quant-warmup", "1.5"],
+    ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--e2e-share", "-0.1"],
+    ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o", "--target-mb", "0"],
     ["bench", "--model", "x", "--prompt-tokens", "many"],
     ["frobnicate"],
 ])

@@ -103,6 +103,23 @@ def test_block_training_brings_each_quantised_layer_closer_to_its_span(teacher, 
         assert torch.equal(student.eval()(ids).logits, loaded(ids).logits)
 
 
+def test_a_quantisation_warm_up_starts_from_the_fp32_layer_and_ends_fully_quantised(teacher, windows, tmp_path):
+    cache = build(teacher, windows, tmp_path / "cache")
+    n = len(archs.decoder_layers(teacher))
+    kwargs = archs.layer_kwargs(teacher, SEQ)
+    first_losses = {}
+    for warmup in (0.0, 0.5):
+        student = reduce_layers(teacher, list(range(n)))
+        quantize_linears(student, quantizer("int2", 16), None, archs.block_linear_names(student))
+        results = train_blocks(student, cache, spans(list(range(n)), n)[:1], kwargs,
+                               BlockConfig(10, 4, lr=1e-3, lr_quant=1e-2, inputs="teacher", warmup=warmup),
+                               tmp_path / f"blocks{warmup}")
+        first_losses[warmup] = results[0].first_loss
+        assert {m.blend for m in student.modules() if hasattr(m, "blend")} == {1.0}  # packed as trained
+    # the first step of the warm-up sees the unquantised teacher layer: only fp16 cache rounding is left
+    assert first_losses[0.5] < 1e-4 < first_losses[0.0]
+
+
 def test_block_training_continues_after_a_kill(teacher, windows, tmp_path):
     cache = build(teacher, windows, tmp_path / "cache")
     n = len(archs.decoder_layers(teacher))

@@ -29,8 +29,17 @@ def _positive(kind):
     return parse
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
+    return value
+
+
 SHIPPED_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "line_completion_stdlib.jsonl"
-FORMAT_NAMES = ("binary", "ternary", "int2", "int3", "int4")  # the block linears' formats (xtc.train.quant.FORMATS)
 
 
 def _steps(text: str) -> int | str:
@@ -43,8 +52,8 @@ def _format_map(text: str) -> dict[str, str]:
     out = {}
     for part in filter(None, text.split(",")):
         key, sep, fmt = part.partition("=")
-        if not sep or not key or fmt not in FORMAT_NAMES:
-            raise argparse.ArgumentTypeError(f"expected MATRIX=FORMAT with FORMAT one of {', '.join(FORMAT_NAMES)}; got {part!r}")
+        if not sep or not key or fmt not in defaults.WEIGHT_FORMATS:
+            raise argparse.ArgumentTypeError(f"expected MATRIX=FORMAT with FORMAT one of {', '.join(defaults.WEIGHT_FORMATS)}; got {part!r}")
         out[key.strip()] = fmt
     return out
 
@@ -94,9 +103,12 @@ def build_parser() -> Parser:
                    f"(default: {round(defaults.AUTO_KEEP * 100)}%% of the teacher's)")
     p.add_argument("--weight-bits", type=int, choices=sorted(defaults.WEIGHT_BITS_FORMATS),
                    help="1 binary, 2 ternary (XTC's meaning), 3 int3, 4 int4; --weight-format says it by name")
-    p.add_argument("--weight-format", choices=list(FORMAT_NAMES), help=f"default {defaults.WEIGHT_FORMAT}")
+    p.add_argument("--weight-format", choices=list(defaults.WEIGHT_FORMATS), help=f"default {defaults.WEIGHT_FORMAT}")
     p.add_argument("--weight-format-for", type=_format_map, default={}, metavar="MATRIX=FORMAT[,...]",
                    help="per-matrix formats, e.g. mlp.down_proj=int4,self_attn.v_proj=int4")
+    p.add_argument("--target-mb", type=_positive(float), metavar="MB",
+                   help="blockwise: choose each block matrix's format by measured sensitivity so that the packed "
+                        "weights fit MB: all start at --weight-format, the most sensitive move up (to int4 at most)")
     p.add_argument("--act-bits", type=_act_bits, default=defaults.ACT_BITS, help="8 or none")
     p.add_argument("--group-size", type=_positive(int), help="weight scale and min per group of inputs (default: per row)")
     p.add_argument("--embed-bits", type=int, choices=defaults.EMBED_BITS_CHOICES, default=defaults.EMBED_BITS)
@@ -122,7 +134,10 @@ def build_parser() -> Parser:
     p.add_argument("--e2e", choices=("scales", "all", "none"), default=defaults.E2E_TRAIN,
                    help="blockwise: what the end-to-end stage trains")
     p.add_argument("--e2e-steps", type=int, help="blockwise: end-to-end steps (default: --steps)")
-    p.add_argument("--e2e-share", type=float, default=defaults.E2E_SHARE,
+    p.add_argument("--quant-warmup", type=_fraction, default=defaults.QUANT_WARMUP, metavar="SHARE",
+                   help="blockwise: share of each layer's steps over which its quantisation error is ramped in "
+                        "from none to all (0: applied whole from the first step)")
+    p.add_argument("--e2e-share", type=_fraction, default=defaults.E2E_SHARE,
                    help="blockwise: share of the time budget for the end-to-end stage")
     p.add_argument("--eval-every", type=int, default=defaults.EVAL_EVERY)
     p.add_argument("--checkpoint-every", type=int, default=defaults.CHECKPOINT_EVERY)
@@ -222,9 +237,9 @@ def cmd_compress(args) -> int:
                            embed_bits=args.embed_bits, embed_group=args.embed_group, max_tokens=args.max_tokens, decontaminate=decontaminate,
                            resume=args.resume,
                            keep_checkpoints=args.keep_checkpoints, train=train, auto_steps=args.steps == "auto",
-                           block_inputs=args.block_inputs, block_lr=args.block_lr, e2e=args.e2e,
+                           block_inputs=args.block_inputs, block_lr=args.block_lr, quant_warmup=args.quant_warmup, e2e=args.e2e,
                            e2e_steps=args.e2e_steps, e2e_share=args.e2e_share, cache_tokens=args.cache_tokens,
-                           topk=args.topk, cache_dir=args.cache_dir)
+                           topk=args.topk, cache_dir=args.cache_dir, target_mb=args.target_mb)
     s = compress(args.teacher, args.data, args.out, opts)
     lines = [f"packed {s['method']} model ({s['recipe']}) -> {s['out']}",
              f"  teacher fp32 {s['teacher_fp32_mb']:.2f} MB, packed {s['packed_mb']:.2f} MB, ratio {s['ratio']}x",

@@ -8,7 +8,9 @@ A layer's input is either the teacher's hidden state at the span's start (`input
 the student's own: the cached embeddings passed through the already-trained student layers
 (`inputs="student"`, the default), so each layer also learns to correct the error of those before
 it. The loss is the squared error per token relative to the target's own magnitude, so that the
-few tokens with huge activations (attention sinks) do not drown all others.
+few tokens with huge activations (attention sinks) do not drown all others. With a warm-up
+(`warmup`, a share of the steps) the weights' quantisation error is ramped in linearly from none
+(the layer starts as its fp32 self) to all of it, instead of applied whole from the first step.
 
 On disk (OUT/checkpoints/blocks): `block{i}.pt` (the fit checkpoint of layer i; finished layers
 are restored from it on --resume) and `inputs{i}.npy` (the student's inputs of layer i).
@@ -26,6 +28,7 @@ from torch import nn
 from xtc.train import arch as archs
 from xtc.train.cache import TeacherCache, batch
 from xtc.train.fit import FitConfig, FitResult, fit
+from xtc.train.quant import set_blend
 
 INPUTS = ("student", "teacher")
 
@@ -37,6 +40,7 @@ class BlockConfig:
     lr: float = 1e-4
     lr_quant: float = 1e-3
     inputs: str = "student"
+    warmup: float = 0.0  # share of each layer's steps over which the quantisation error is ramped in
     seed: int = 0
     progress: bool = False
     device: str = "cpu"
@@ -85,13 +89,17 @@ def train_blocks(student: nn.Module, cache: TeacherCache, spans: list[tuple[int,
         for p in layer.parameters():
             p.requires_grad_(True)
 
-        def loss_fn(generator: torch.Generator, x_all=inputs, y_all=targets, layer=layer) -> tuple[torch.Tensor, dict]:
+        def loss_fn(generator: torch.Generator, step: int, x_all=inputs, y_all=targets,
+                    layer=layer) -> tuple[torch.Tensor, dict]:
+            if cfg.warmup:
+                set_blend(layer, min(1.0, step / (cfg.warmup * cfg.steps)))
             index = torch.randint(0, cache.windows, (cfg.batch_size,), generator=generator).numpy()
             out = archs.run_layer(layer, batch(x_all, index, cfg.device), kwargs)
             return block_loss(out, batch(y_all, index, cfg.device)), {}
 
         fit_cfg = FitConfig(cfg.steps, cfg.lr, cfg.lr_quant, seed=cfg.seed + i, progress=cfg.progress)
         result = fit(layer, loss_fn, fit_cfg, directory / f"block{i}.pt", name=f"block {i}", deadline=deadline)
+        set_blend(layer, 1.0)
         for p in layer.parameters():
             p.requires_grad_(False)
         results.append(result)

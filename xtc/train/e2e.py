@@ -63,7 +63,7 @@ def train_end_to_end(student: nn.Module, cache: TeacherCache, cfg: E2EConfig, ch
     """Train the assembled student on the cached logits for `cfg.steps` steps (or until `deadline`)."""
     select_trainable(student, cfg.train)
 
-    def loss_fn(generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    def loss_fn(generator: torch.Generator, step: int) -> tuple[torch.Tensor, dict]:
         index = torch.randint(0, cache.windows, (cfg.batch_size,), generator=generator).numpy()
         logits = student(input_ids=batch(cache.tokens, index, cfg.device)).logits
         return topk_cross_entropy(logits, batch(cache.topk_ids, index, cfg.device),

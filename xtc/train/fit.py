@@ -71,10 +71,10 @@ def _save(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: an interrupted save never corrupts the last good checkpoint
 
 
-def fit(module: nn.Module, loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict]] | None, cfg: FitConfig,
-        checkpoint: Path, name: str = "fit", deadline: float | None = None,
+def fit(module: nn.Module, loss_fn: Callable[[torch.Generator, int], tuple[torch.Tensor, dict]] | None,
+        cfg: FitConfig, checkpoint: Path, name: str = "fit", deadline: float | None = None,
         log_path: Path | None = None) -> FitResult:
-    """Train `module` for `cfg.steps` steps of `loss_fn(generator)`, or until `deadline`
+    """Train `module` for `cfg.steps` steps of `loss_fn(generator, step)`, or until `deadline`
     (time.monotonic()). Continues from `checkpoint` if it exists; a finished one only restores the
     module's trained state (then `loss_fn` may be None)."""
     from tqdm.auto import tqdm
@@ -104,11 +104,11 @@ def fit(module: nn.Module, loss_fn: Callable[[torch.Generator], tuple[torch.Tens
         _save(checkpoint, state)
 
     bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=not cfg.progress, dynamic_ncols=True, leave=False)
-    module.train()
+    module.eval()  # no dropout: the cached targets were computed without it, and a step must be deterministic
     while step < cfg.steps:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        loss, parts = loss_fn(generator)
+        loss, parts = loss_fn(generator, step)
         loss.backward()
         if cfg.clip_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
@@ -122,7 +122,6 @@ def fit(module: nn.Module, loss_fn: Callable[[torch.Generator], tuple[torch.Tens
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save(done=False)
     bar.close()
-    module.eval()
     finished = step >= cfg.steps
     save(done=finished)
     if log_path is not None:

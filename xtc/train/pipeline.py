@@ -35,6 +35,7 @@ from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.format import Quantizer, weight_files_mb
 from xtc.train import arch as archs
+from xtc.train.allocate import allocate, describe, ladder, measure
 from xtc.train.blockwise import BlockConfig, block_loss, train_blocks, summary as block_summary
 from xtc.train.cache import TeacherCache, batch, create_cache, fill_cache, open_cache, windows_of
 from xtc.train.data import build_corpus, eval_blocks
@@ -68,12 +69,14 @@ class CompressOptions:
     auto_steps: bool = False  # size each stage's steps to its share of the time budget
     block_inputs: str = defaults.BLOCK_INPUTS
     block_lr: float = defaults.BLOCK_LR
+    quant_warmup: float = defaults.QUANT_WARMUP  # share of each block's steps that ramps the quantisation in
     e2e: str = defaults.E2E_TRAIN
     e2e_steps: int | None = None  # default: --steps
     e2e_share: float = defaults.E2E_SHARE
     cache_tokens: int = defaults.CACHE_TOKENS
     topk: int = defaults.TOPK
     cache_dir: Path | None = None  # a teacher cache shared between runs (default: OUT/checkpoints/cache)
+    target_mb: float | None = None  # per-matrix formats by measured sensitivity, fitting this size (allocate.py)
 
 
 def fp32_megabytes(model: nn.Module) -> float:
@@ -93,15 +96,17 @@ def stages(method: str) -> list[str]:
     return {"layer": ["layer"], "quant": ["quant"], "hybrid": ["layer", "quant"]}[method]
 
 
-def weight_quantizers(student: nn.Module, opts: CompressOptions) -> dict[str, Quantizer]:
-    """Every block linear's Quantizer: `--weight-format`, or a per-matrix override whose key ends
-    the module's name (`mlp.down_proj=int4`)."""
+def weight_quantizers(student: nn.Module, opts: CompressOptions,
+                      allocated: dict[str, str] | None = None) -> dict[str, Quantizer]:
+    """Every block linear's Quantizer: its `allocated` format (by dotted name), else a per-matrix
+    override whose key ends the module's name (`mlp.down_proj=int4`), else `--weight-format`."""
     for fmt in [opts.weight_format, *opts.weight_formats.values()]:
         if fmt not in FORMATS:
             raise XtcError(f"unknown weight format {fmt!r}: one of {', '.join(FORMATS)}")
     out = {}
     for name in archs.block_linear_names(student):
-        fmt = next((f for key, f in opts.weight_formats.items() if name.endswith(key)), opts.weight_format)
+        fmt = (allocated or {}).get(name) or next(
+            (f for key, f in opts.weight_formats.items() if name.endswith(key)), opts.weight_format)
         width = archs.as_linear(student.get_submodule(name)).in_features
         if opts.group_size and width % opts.group_size:
             raise XtcError(f"--group-size {opts.group_size} does not divide {name}'s input width {width}")
@@ -135,6 +140,13 @@ def compress(teacher_src: str, data_dirs: list[Path], out_dir: Path, opts: Compr
     stages(opts.method)
     if opts.recipe not in defaults.RECIPES:
         raise XtcError(f"--recipe must be one of {', '.join(defaults.RECIPES)}, not {opts.recipe!r}")
+    if opts.target_mb is not None:
+        if opts.recipe != "blockwise" or opts.method == "layer":
+            raise XtcError("--target-mb allocates bit widths on the teacher cache: it needs --recipe blockwise "
+                           "and a quantised --method (quant or hybrid)")
+        if opts.weight_formats:
+            raise XtcError("give --target-mb or --weight-format-for, not both")
+        ladder(opts.weight_format)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if out_dir.exists() and any(out_dir.iterdir()) and not opts.resume:
@@ -232,12 +244,18 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
     kept = plan["kept"]
     quantised = opts.method != "layer"
     student, _ = build_student(teacher, opts, [], kept)
-    if quantised:
-        quantize_linears(student, weight_quantizers(student, opts), opts.act_bits, archs.block_linear_names(student))
     student.to(device)
     kwargs = archs.layer_kwargs(teacher.to(device), cache.seq_len, device)
+    if quantised:
+        if opts.target_mb is not None and "formats" not in plan:
+            plan["formats"] = _allocated_formats(student, cache, plan["spans"], kwargs, opts, device,
+                                                 out_dir / "training" / "allocation.json")
+            _save_plan(ckpt / "plan.json", plan)
+        quantize_linears(student, weight_quantizers(student, opts, plan.get("formats")), opts.act_bits,
+                         archs.block_linear_names(student))
+        student.to(device)
     block_cfg = BlockConfig(plan["block_steps"], min(cfg.batch_size, cache.windows), opts.block_lr, 10 * opts.block_lr,
-                            opts.block_inputs, cfg.seed, cfg.progress, device)
+                            opts.block_inputs, opts.quant_warmup, cfg.seed, cfg.progress, device)
     if opts.auto_steps and plan["block_steps"] is None:
         plan["block_steps"] = block_cfg.steps = _calibrated_block_steps(
             student, cache, plan["spans"], kwargs, block_cfg, _share(deadline, 1 - opts.e2e_share, reserve))
@@ -263,6 +281,8 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
     val = eval_blocks(corpus.val, cache.seq_len)
     extra = {"val_perplexity": round(perplexity(student, val), 3),
              "teacher_val_perplexity": round(perplexity(teacher, val), 3), "cache": cache.describe()}
+    if plan.get("formats"):
+        extra["allocation"] = describe(plan["formats"])
     student.to("cpu")
     teacher.to("cpu")
     _plot(blocks, e2e, out_dir / "training" / "loss_curve.png", f"{opts.method}, block-wise")
@@ -287,6 +307,20 @@ def _teacher_cache(teacher, corpus, path: Path, opts: CompressOptions, deadline,
                              min(opts.topk, teacher.config.vocab_size))
     cache = fill_cache(cache, teacher, batch_size=4, deadline=deadline, device=device, progress=opts.train.progress)
     return cache if cache.complete else cache.head(max(1, cache.done))
+
+
+def _allocated_formats(student, cache: TeacherCache, layer_spans, kwargs, opts: CompressOptions, device: str,
+                       report: Path) -> dict[str, str]:
+    """Per-matrix formats for `--target-mb`, measured on the first cache windows (report: errors and choice)."""
+    windows = min(defaults.ALLOCATE_WINDOWS, cache.windows)
+    inputs = [cache.hidden[start][:windows] for start, _ in layer_spans]
+    formats = ladder(opts.weight_format)
+    errors = measure(student, inputs, kwargs, formats, opts.group_size, opts.act_bits, device)
+    chosen = allocate(student, errors, formats, opts.group_size, embed_quantizer(opts), opts.target_mb)
+    report.write_text(json.dumps({"target_mb": opts.target_mb, "estimated_mb": round(chosen.megabytes, 3),
+                                  "by_matrix": describe(chosen.formats), "formats": chosen.formats,
+                                  "errors": chosen.errors}, indent=1) + "\n")
+    return chosen.formats
 
 
 def _plan(path: Path, teacher, cache: TeacherCache, opts: CompressOptions) -> dict:

@@ -12,7 +12,8 @@ One weight quantiser covers every format this project stores (`xtc.core.format.Q
 
 Scale and min are parameters, trained with the latent fp32 weights: the rounding passes gradients
 straight through (STE), so scale and min get LSQ-style gradients (EfficientQAT trains them the same
-way). The forward pass uses them rounded to fp16, because that is how they are stored: a packed
+way). `blend` below 1 mixes the latent weight back in (`w + blend * (q(w) - w)`): a gradual
+quantisation warm-up ramps it from 0 to 1 while a block trains. The forward pass uses them rounded to fp16, because that is how they are stored: a packed
 model reproduces the fake-quantised student exactly. Activations entering the block linears are
 quantised per token to symmetric int8 (XTC's A8), the integer format the kernels multiply.
 """
@@ -99,6 +100,7 @@ class _AffineWeight(nn.Module):
     """Latent fp32 weight + trainable scale and min: the quantiser shared by linears and tables."""
 
     packed_params = ("weight", "scale", "min")  # stored as codes + fp16 scales and mins
+    blend = 1.0  # share of the quantisation error in the forward pass (a warm-up lowers it)
 
     def _init_quant(self, weight: torch.Tensor, q: Quantizer) -> None:
         self.weight = nn.Parameter(weight.detach().clone().float())
@@ -115,7 +117,8 @@ class _AffineWeight(nn.Module):
         scale, minimum = self.stored_scale_min()
         wg = _grouped(self.weight, self.quantizer.group)
         q = torch.clamp(_round_ste((wg - minimum[..., None]) / scale[..., None]), 0, self.quantizer.levels - 1)
-        return dequantize(q, scale, minimum).reshape(self.weight.shape)
+        quantized = dequantize(q, scale, minimum).reshape(self.weight.shape)
+        return quantized if self.blend >= 1 else self.weight + self.blend * (quantized - self.weight)
 
     @torch.no_grad()
     def codes(self) -> torch.Tensor:
@@ -138,6 +141,13 @@ class _AffineWeight(nn.Module):
         self.min.data = minimum.float()
         wg = q.float().reshape(self.weight.shape[0], scale.shape[-1], -1)
         self.weight.data = dequantize(wg, self.scale.data, self.min.data).reshape(self.weight.shape)
+
+
+def set_blend(module: nn.Module, blend: float) -> None:
+    """The share of the quantisation error every quantised weight in `module` shows (1: all of it)."""
+    for m in module.modules():
+        if isinstance(m, _AffineWeight):
+            m.blend = blend
 
 
 def quantize_activations(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
