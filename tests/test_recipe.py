@@ -181,6 +181,7 @@ def test_compress_runs_the_recipe_in_its_budget_and_resumes_after_a_kill(tiny_di
     assert resumed["finished"] and resumed["kept_layers"] == plan["kept"]
     assert [s["stage"] for s in resumed["stages"]] == ["cache", "blocks", "e2e"]
     assert resumed["val_perplexity"] < 2 * resumed["teacher_val_perplexity"]
+    assert resumed["stages"][-1]["val_perplexity_before"] > 0  # what the end-to-end stage bought
     model, _ = load_packed(out)  # the packed student loads, with the format it was trained in
     assert {m.quantizer.levels for m in model.modules() if hasattr(m, "quantizer")} == {8, 16}
     assert (out / "training" / "loss_curve.png").stat().st_size > 1000

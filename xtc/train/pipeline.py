@@ -269,16 +269,17 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
     e2e_cfg = E2EConfig(plan["e2e_steps"] or 0, max(1, min(cfg.batch_size // 4, cache.windows)), cfg.lr / 10,
                         opts.block_lr, opts.e2e if quantised else "all", cfg.temperature, cfg.seed, cfg.progress,
                         device)
-    e2e = None
+    e2e, before_e2e = None, None
+    val = eval_blocks(corpus.val, cache.seq_len)
     if blocks_done and opts.e2e != "none":
         if opts.auto_steps and plan["e2e_steps"] is None:
             plan["e2e_steps"] = e2e_cfg.steps = _calibrated_e2e_steps(student, cache, e2e_cfg, _share(deadline, 1.0, reserve))
             _save_plan(ckpt / "plan.json", plan)
-        if e2e_cfg.steps:
+        if e2e_cfg.steps:  # what the stage buys is measured, not assumed
+            before_e2e = round(perplexity(student, val), 3)
             e2e = train_end_to_end(student, cache, e2e_cfg, ckpt / "e2e.pt", _share(deadline, 1.0, reserve),
                                    out_dir / "training" / "log.e2e.jsonl")
     finished = blocks_done and (e2e.finished if e2e is not None else True)
-    val = eval_blocks(corpus.val, cache.seq_len)
     extra = {"val_perplexity": round(perplexity(student, val), 3),
              "teacher_val_perplexity": round(perplexity(teacher, val), 3), "cache": cache.describe()}
     if plan.get("formats"):
@@ -293,7 +294,8 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
              "final_train_loss": _mean([r.final_loss for r in blocks])}]
     if e2e is not None:
         rows.append({"stage": "e2e", "steps": e2e.steps_done, "finished": e2e.finished, "seconds": round(e2e.seconds, 1),
-                     "train": e2e_cfg.train, "first_train_loss": e2e.first_loss, "final_train_loss": e2e.final_loss})
+                     "train": e2e_cfg.train, "first_train_loss": e2e.first_loss, "final_train_loss": e2e.final_loss,
+                     "val_perplexity_before": before_e2e})
     return student, kept, corpus, rows, finished, extra
 
 
