@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--teacher", default="smollm2")
     p.add_argument("--base", default="int2")
-    p.add_argument("--group", type=int, default=128)
+    p.add_argument("--group", type=int, default=192)
     p.add_argument("--uniform-group", type=int, default=64)
     p.add_argument("--embed-group", type=int, default=96, help="4-bit embeddings in groups of this many")
     p.add_argument("--steps", type=int, default=16, help="block steps per layer")

@@ -73,6 +73,17 @@ def test_the_budget_goes_to_the_matrices_that_buy_the_most_error_per_byte(studen
         allocate(student, errors, ["int2", "int3", "int4"], GROUP, EMBED, base / 2)
 
 
+def test_a_wider_format_of_the_same_size_is_taken_for_free(student):
+    names = archs.block_linear_names(student)
+    errors = {n: {"binary": 3.0, "ternary": 2.0, "int2": 1.0} for n in names}
+    errors[names[0]] = {"binary": 300.0, "ternary": 200.0, "int2": 100.0}
+    base = packed_megabytes(student, {n: quantizer("binary", GROUP) for n in names}, EMBED)
+    matrix = archs.as_linear(student.get_submodule(names[0])).weight
+    one_bit_more = matrix.numel() / 8 / 1e6  # binary -> ternary: 1 to 2 bits; ternary -> int2: none
+    chosen = allocate(student, errors, ["binary", "ternary", "int2"], GROUP, EMBED, base + 1.001 * one_bit_more)
+    assert chosen.formats[names[0]] == "int2"
+
+
 def test_the_promised_size_is_the_packed_size(student, tmp_path, tokenizer):
     inputs, kwargs = inputs_of(student)
     errors = measure(student, inputs, kwargs, ["int2", "int3", "int4"], GROUP, 8)

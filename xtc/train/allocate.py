@@ -125,7 +125,7 @@ def allocate(student: nn.Module, errors: dict[str, dict[str, float]], formats: l
         added = (stored_bytes(shapes[name], quantizer(nxt, group)) -
                  stored_bytes(shapes[name], quantizer(chosen[name], group))) / 1e6
         gain = errors[name][chosen[name]] - errors[name][nxt]
-        return -gain / added, added, nxt
+        return -gain / max(added, 1e-9), added, nxt  # ternary -> int2 is free: same width, more levels
 
     heap = [(*u, name) for name in errors if (u := upgrade(name)) is not None]
     heapq.heapify(heap)
