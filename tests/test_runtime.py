@@ -21,6 +21,7 @@ from xtc.infer.layers import BinaryLinear, Kernels
 from xtc.infer.runtime import Runtime, load_runtime
 from xtc.infer.tokenizer import FastTokenizer
 from xtc.train import pack
+from xtc.train.arch import block_linear_names
 from xtc.train.quant import quantize_model, quantizer
 
 TEXT = ("def greet(name, punctuation='!'):\n    greeting = 'hello ' + name\n    return greeting.upper() + punctuation\n\n\n"
@@ -31,7 +32,18 @@ KERNELS = [pytest.param(True, id="kernels",
            pytest.param(False, id="numpy")]
 VARIANTS = {"plain": None, "w1a8": ("binary", 8, None), "w1a8-g32": ("binary", 8, 32), "w2a8": ("ternary", 8, None),
             "w1a32": ("binary", None, None), "int2a8-g32": ("int2", 8, 32), "int3a8-g32": ("int3", 8, 32),
-            "int4a8-g32": ("int4", 8, 32)}
+            "int4a8-g32": ("int4", 8, 32),
+            # formats per matrix, as `--target-mb` allocates them (GPT-2 and Llama names); the rest int2
+            "mixed-a8-g32": ({"attn.c_attn": "int4", "mlp.c_proj": "int3", "c_fc": "binary", "v_proj": "int4",
+                              "k_proj": "int3", "down_proj": "int3", "gate_proj": "binary"}, 8, 32)}
+
+
+def variant_quantizers(model, formats: str | dict[str, str], group: int | None):
+    """One Quantizer for all block linears, or one per matrix from {name suffix: format} (else int2)."""
+    if isinstance(formats, str):
+        return quantizer(formats, group)
+    return {n: quantizer(next((f for key, f in formats.items() if n.endswith(key)), "int2"), group)
+            for n in block_linear_names(model)}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +53,7 @@ def models(tokenizer):
     for arch in ("gpt2", "llama"):
         base, _ = build_model(arch, layers=4, width=64, heads=4, seed=0, tokenizer=tokenizer)
         for name, q in VARIANTS.items():
-            out[arch, name] = base if q is None else quantize_model(copy.deepcopy(base), quantizer(q[0], q[2]), q[1])
+            out[arch, name] = base if q is None else quantize_model(copy.deepcopy(base), variant_quantizers(base, q[0], q[2]), q[1])
     return out
 
 
