@@ -40,39 +40,56 @@ def chain_error(student, cache, first: int, n_layers: int, kwargs: dict) -> list
     return errors
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def block_args(description: str, fmt: str, group: int) -> argparse.ArgumentParser:
+    """The flags every block-stage benchmark takes (this one and `quant_warmup.py`)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--teacher", default="smollm2")
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--held-out", type=int, default=16, help="windows kept out of training")
-    p.add_argument("--format", default="int3")
-    p.add_argument("--group", type=int, default=192)
-    args = p.parse_args()
+    p.add_argument("--format", default=fmt)
+    p.add_argument("--group", type=int, default=group)
+    return p
 
-    import torch
 
+def open_run(args):
+    """(teacher, whole cache, its training head, teacher layers, layer kwargs, a full-depth quantised
+    student's factory) for the parsed `block_args`."""
     from xtc.train import arch as archs
-    from xtc.train.blockwise import BlockConfig, train_blocks
     from xtc.train.cache import open_cache
     from xtc.train.load import load_model
     from xtc.train.pipeline import CompressOptions, build_student, weight_quantizers
     from xtc.train.quant import quantize_linears
+
+    teacher = load_model(args.teacher).model
+    full = open_cache(args.cache)
+    n_teacher = len(archs.decoder_layers(teacher))
+    opts = CompressOptions(method="quant", weight_format=args.format, group_size=args.group)
+
+    def student():
+        s, _ = build_student(teacher, opts, [], list(range(n_teacher)))
+        quantize_linears(s, weight_quantizers(s, opts), 8, archs.block_linear_names(s))
+        return s
+
+    return (teacher, full, full.head(full.windows - args.held_out), n_teacher,
+            archs.layer_kwargs(teacher, full.seq_len), student)
+
+
+def main() -> None:
+    args = block_args(__doc__.splitlines()[0], "int3", 192).parse_args()
+
+    import torch
+
+    from xtc.train.blockwise import BlockConfig, train_blocks
     from xtc.train.reduce import spans
 
     torch.manual_seed(0)
-    teacher = load_model(args.teacher).model
-    full = open_cache(args.cache)
-    train = full.head(full.windows - args.held_out)
-    n_teacher = len(archs.decoder_layers(teacher))
-    kwargs = archs.layer_kwargs(teacher, full.seq_len)
-    opts = CompressOptions(method="quant", weight_format=args.format, group_size=args.group)
+    _, full, train, n_teacher, kwargs, new_student = open_run(args)
     result = {"layers": args.layers, "steps": args.steps, "format": f"{args.format} g{args.group}, A8",
               "train_windows": train.windows, "held_out_windows": args.held_out}
     for inputs in ("teacher", "student"):
-        student, _ = build_student(teacher, opts, [], list(range(n_teacher)))
-        quantize_linears(student, weight_quantizers(student, opts), 8, archs.block_linear_names(student))
+        student = new_student()
         if inputs == "teacher":  # the untrained baseline: round-to-nearest with fitted grids
             result["untrained"] = chain_error(student, full, train.windows, args.layers, kwargs)
         cfg = BlockConfig(args.steps, 4, 1e-4, 1e-3, inputs)

@@ -13,7 +13,6 @@ the relative error against the teacher's hidden state is printed after each laye
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -23,43 +22,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.block_inputs import chain_error  # noqa: E402
+from benchmarks.block_inputs import block_args, chain_error, open_run  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cache", type=Path, required=True)
-    p.add_argument("--teacher", default="smollm2")
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--held-out", type=int, default=16, help="windows kept out of training")
-    p.add_argument("--format", default="int2")
-    p.add_argument("--group", type=int, default=64)
+    p = block_args(__doc__.splitlines()[0], "int2", 64)
     p.add_argument("--warmups", type=float, nargs="+", default=[0.0, 0.25, 0.5])
     args = p.parse_args()
 
     import torch
 
-    from xtc.train import arch as archs
     from xtc.train.blockwise import BlockConfig, train_blocks
-    from xtc.train.cache import open_cache
-    from xtc.train.load import load_model
-    from xtc.train.pipeline import CompressOptions, build_student, weight_quantizers
-    from xtc.train.quant import quantize_linears
     from xtc.train.reduce import spans
 
-    teacher = load_model(args.teacher).model
-    full = open_cache(args.cache)
-    train = full.head(full.windows - args.held_out)
-    n_teacher = len(archs.decoder_layers(teacher))
-    kwargs = archs.layer_kwargs(teacher, full.seq_len)
-    opts = CompressOptions(method="quant", weight_format=args.format, group_size=args.group)
+    _, full, train, n_teacher, kwargs, new_student = open_run(args)
     result = {"layers": args.layers, "steps": args.steps, "format": f"{args.format} g{args.group}, A8",
               "train_windows": train.windows, "held_out_windows": args.held_out, "errors": {}, "seconds": {}}
     for warmup in args.warmups:
         torch.manual_seed(0)
-        student, _ = build_student(teacher, opts, [], list(range(n_teacher)))
-        quantize_linears(student, weight_quantizers(student, opts), 8, archs.block_linear_names(student))
+        student = new_student()
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             train_blocks(student, train, spans(list(range(n_teacher)), n_teacher)[:args.layers], kwargs,
