@@ -1,6 +1,6 @@
 """What is worth training in the end-to-end stage: scales, mins and norms only, or everything? Measured.
 
-    .venv/bin/python benchmarks/e2e_training.py --model models/smollm2-int3-22l --cache DIR \
+    .venv/bin/python benchmarks/e2e_training.py --model models/smollm2-mixed-30l --cache DIR \
         --data .venv/lib/python3.11/site-packages [--steps 30]
 
 From one packed student, `--steps` end-to-end steps on the teacher cache DIR (`xtc compress

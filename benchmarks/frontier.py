@@ -6,8 +6,10 @@
 Each row is one `xtc compress --recipe blockwise --steps auto --time-budget MINUTES` (all rows share
 one teacher cache, built by the first), then `xtc eval` on the first --limit items of the shipped
 benchmark and `xtc bench` (cold and warm latency). The teacher is evaluated and benched the same
-way. Results go to OUT/frontier.json, OUT/frontier.md (the README's table) and OUT/curves.png (every
-row's block and end-to-end losses). A killed run continues where it stopped when started again:
+way. A row whose teacher has a pruned vocabulary (VOCAB) gets that teacher made once (`xtc
+prune-vocab`), measured beside the teacher, and its own teacher cache. Results go to
+OUT/frontier.json, OUT/frontier.md (the README's table) and OUT/curves.png (every row's block and
+end-to-end losses). A killed run continues where it stopped when started again:
 finished rows are kept, an unfinished compression continues with --resume.
 """
 
@@ -36,7 +38,14 @@ ROWS = {
     "int4-30L": ["--method", "quant", "--weight-format", "int4", "--group-size", "64"],
     "int3-22L": ["--method", "hybrid", "--keep-layers", "auto", "--student-layers", "22", "--weight-format", "int3",
                  "--group-size", "192"],
+    # full depth in 50 MB: the teacher's vocabulary pruned to the 16,384 tokens the corpus uses most (its
+    # 4-bit table 5.9 MB in groups of 32 instead of 15.3 MB in groups of 96, its tokenizer 0.5 MB instead of
+    # 3.5), every block matrix int2, int3 or int4 by measured sensitivity
+    "mixed-30L-v16k": ["--method", "quant", "--weight-format", "int2", "--group-size", "192", "--target-mb", "49.0",
+                       "--embed-group", "32", "--quant-warmup", "0.5"],
 }
+# rows whose teacher is first pruned to the tokens the corpus uses most (`xtc prune-vocab`): name -> tokens kept
+VOCAB = {"mixed-30L-v16k": 16384}
 COMMON = ["--recipe", "blockwise", "--embed-bits", "4", "--embed-group", "96", "--steps", "auto", "--seq-len", "512",
           "--batch-size", "4"]
 
@@ -57,27 +66,57 @@ def measure(model: str, args, log: Path) -> dict:
     return {"quality": quality, "speed": speed}
 
 
+def pruned_teacher(size: int, args, out: Path) -> tuple[Path, dict]:
+    """The teacher with its vocabulary pruned to `size` tokens (made once), and its measurements."""
+    path, result_file = out / f"teacher-v{size}", out / f"teacher-v{size}.json"
+    if not result_file.exists():
+        log = out / f"teacher-v{size}.log"
+        pruned = {} if path.exists() else xtc("prune-vocab", args.teacher, "--data", *map(str, args.data),
+                                              "--vocab-size", str(size), "--out", str(path), log=log)
+        result_file.write_text(json.dumps({"prune": pruned, **measure(str(path), args, log)}, indent=1) + "\n")
+    return path, json.loads(result_file.read_text())
+
+
 def run_row(name: str, extra: list[str], args, out: Path) -> dict:
     row_dir = out / name
     result_file = out / f"{name}.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
     log = out / f"{name}.log"
-    compress = ["compress", "--teacher", args.teacher, "--data", *map(str, args.data), "--out", str(row_dir),
-                "--time-budget", str(args.minutes), "--cache-dir", str(args.cache_dir or out / "cache"),
+    teacher, cache = args.teacher, args.cache_dir or out / "cache"
+    if name in VOCAB:  # its own teacher, so its own cache: the token windows differ
+        teacher, cache = str(pruned_teacher(VOCAB[name], args, out)[0]), Path(f"{cache}-v{VOCAB[name]}")
+    compress = ["compress", "--teacher", teacher, "--data", *map(str, args.data), "--out", str(row_dir),
+                "--time-budget", str(args.minutes), "--cache-dir", str(cache),
                 "--cache-tokens", str(args.cache_tokens), *COMMON, *extra]
-    if (row_dir / "checkpoints").exists():
-        compress.append("--resume")
-    started = time.monotonic()
-    summary = xtc(*compress, log=log)
-    # wall_minutes is this call's only: a resumed row ran part of its budget before it
+    done = row_dir / "training" / "summary.json"
+    if done.exists() and not (row_dir / "checkpoints").exists():  # compressed already (e.g. started by hand)
+        summary = json.loads(done.read_text())
+        wall_minutes = summary["seconds"] / 60
+    else:
+        if (row_dir / "checkpoints").exists():
+            compress.append("--resume")
+        started = time.monotonic()
+        summary = xtc(*compress, log=log)
+        wall_minutes = (time.monotonic() - started) / 60  # this call's only: a resumed row ran part before
     result = {"name": name, "args": extra, "compress": summary, "budget_minutes": args.minutes,
-              "wall_minutes": (time.monotonic() - started) / 60, **measure(str(row_dir), args, log)}
+              "wall_minutes": wall_minutes, **measure(str(row_dir), args, log)}
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
-def table(teacher: dict, rows: list[dict]) -> str:
+def weights(r: dict) -> str:
+    """The table's description of a row's weights (from its `xtc compress` arguments)."""
+    args = r["args"]
+    fmt = args[args.index("--weight-format") + 1]
+    group = f"g{args[args.index('--group-size') + 1]}" if "--group-size" in args else "per row"
+    text = f"{fmt}-int4 by sensitivity {group}, A8" if "--target-mb" in args else f"{fmt} {group}, A8"
+    if r["name"] in VOCAB:
+        text += f"; {VOCAB[r['name']]:,}-token vocab, emb 4-bit g{args[args.index('--embed-group') + 1]}"
+    return text
+
+
+def table(teacher: dict, rows: list[dict], pruned: dict[int, dict] | None = None) -> str:
     t_score = teacher["quality"]["score"]
     t_mb = teacher["speed"]["disk_mb"]
     lines = ["| model | layers | weights | MB | smaller | EM | ES | score | retention | cold ms | warm ms "
@@ -91,15 +130,15 @@ def table(teacher: dict, rows: list[dict]) -> str:
                      f"{minutes} | {steps} |")
 
     line("teacher (fp32)", 30, "fp32", teacher["quality"], teacher["speed"], "-", "-")
+    for size, t in (pruned or {}).items():
+        line(f"teacher, {size:,}-token vocab", 30, "fp32", t["quality"], t["speed"], "-", "-")
     for r in rows:
         c = r["compress"]
-        fmt = r["args"][r["args"].index("--weight-format") + 1]
-        group = f"g{r['args'][r['args'].index('--group-size') + 1]}" if "--group-size" in r["args"] else "per row"
         stage = {s["stage"]: s for s in c["stages"]}
         steps = f"{stage['blocks']['steps']} / {stage['e2e']['steps'] if 'e2e' in stage else 0}"
         if not c["finished"]:
             steps += f" (budget ran out: {stage['blocks']['layers_done']} layers trained)"
-        line(r["name"], len(c["kept_layers"]), f"{fmt} {group}, A8", r["quality"], r["speed"],
+        line(r["name"], len(c["kept_layers"]), weights(r), r["quality"], r["speed"],
              f"{r.get('budget_minutes', r['wall_minutes']):.0f}", steps)
     return "\n".join(lines) + "\n"
 
@@ -146,14 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     if not teacher_file.exists():
         teacher_file.write_text(json.dumps(measure(args.teacher, args, args.out / "teacher.log"), indent=1) + "\n")
     teacher = json.loads(teacher_file.read_text())
-    rows = []
+    rows, pruned = [], {}
     for name in args.rows:
         rows.append(run_row(name, ROWS[name], args, args.out))
-        (args.out / "frontier.md").write_text(table(teacher, rows))
+        if name in VOCAB:
+            pruned[VOCAB[name]] = pruned_teacher(VOCAB[name], args, args.out)[1]
+        (args.out / "frontier.md").write_text(table(teacher, rows, pruned))
         print(f"{name}: score {rows[-1]['quality']['score']:.1f}", flush=True)
-    (args.out / "frontier.json").write_text(json.dumps({"teacher": teacher, "rows": rows}, indent=1) + "\n")
+    (args.out / "frontier.json").write_text(json.dumps({"teacher": teacher, "pruned_teachers": pruned, "rows": rows},
+                                                       indent=1) + "\n")
     curves(rows, args.out / "curves.png")
-    print(table(teacher, rows))
+    print(table(teacher, rows, pruned))
     return 0
 
 

@@ -119,9 +119,7 @@ def build_parser() -> Parser:
     p.add_argument("--attn-weight", type=float, default=defaults.ATTN_WEIGHT,
                    help="xtc recipe: attention-map MSE weight (needs eager attention)")
     p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="xtc recipe: corpus size cap")
-    p.add_argument("--decontaminate", metavar="FILE.jsonl|none",
-                   help="leave out every corpus file that holds an item of this benchmark (default: the "
-                        "repository's benchmarks/data/line_completion_stdlib.jsonl when it exists); none: keep all")
+    _decontaminate_flag(p)
     p.add_argument("--cache-tokens", type=_positive(int), default=defaults.CACHE_TOKENS,
                    help="blockwise: tokens of the teacher cache")
     p.add_argument("--topk", type=_positive(int), default=defaults.TOPK, help="blockwise: teacher logits cached per token")
@@ -188,6 +186,18 @@ def build_parser() -> Parser:
     p.add_argument("--default", action="store_true")
     p.set_defaults(func=cmd_install)
 
+    p = sub.add_parser("prune-vocab", help="keep only the tokens a code corpus uses: a smaller embedding table and "
+                                           "output head, written as a new model directory (then compress it)")
+    p.add_argument("src", help="model SRC (HF dir, .gguf, installed name, hub id; not a packed student)")
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="directories of Python files whose tokens count")
+    p.add_argument("--vocab-size", type=_positive(int), required=True, help="tokens kept (the most used, with the "
+                   "byte alphabet, the special tokens and every token a kept one is merged from)")
+    p.add_argument("--out", type=Path, required=True, help="the model directory to write (must be new)")
+    p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="corpus tokens counted")
+    _decontaminate_flag(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prune_vocab)
+
     p = sub.add_parser("list", help="installed models")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
@@ -204,8 +214,25 @@ def build_parser() -> Parser:
     return parser
 
 
+def _decontaminate_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decontaminate", metavar="FILE.jsonl|none",
+                   help="leave out every corpus file that holds an item of this benchmark (default: the "
+                        "repository's benchmarks/data/line_completion_stdlib.jsonl when it exists); none: keep all")
+
+
 def _print(obj: dict | list, as_json: bool, text: str) -> None:
     print(json.dumps(obj) if as_json else text)
+
+
+def _decontaminate(flag: str | None) -> Path | None:
+    """The benchmark whose files the corpus leaves out: --decontaminate FILE, none, or the shipped one."""
+    if flag is None:
+        return SHIPPED_BENCHMARK if SHIPPED_BENCHMARK.is_file() else None
+    if flag == "none":
+        return None
+    if not Path(flag).is_file():
+        raise XtcError(f"--decontaminate {flag}: no such benchmark file (or none to keep every file)")
+    return Path(flag)
 
 
 def cmd_compress(args) -> int:
@@ -218,14 +245,7 @@ def cmd_compress(args) -> int:
         raise XtcError("give --weight-bits or --weight-format, not both")
     weight_format = args.weight_format or defaults.WEIGHT_BITS_FORMATS.get(args.weight_bits, defaults.WEIGHT_FORMAT)
     steps = defaults.STEPS if args.steps == "auto" else args.steps
-    if args.decontaminate is None:
-        decontaminate = SHIPPED_BENCHMARK if SHIPPED_BENCHMARK.is_file() else None
-    elif args.decontaminate == "none":
-        decontaminate = None
-    elif not Path(args.decontaminate).is_file():
-        raise XtcError(f"--decontaminate {args.decontaminate}: no such benchmark file (or none to keep every file)")
-    else:
-        decontaminate = Path(args.decontaminate)
+    decontaminate = _decontaminate(args.decontaminate)
     train = TrainConfig(steps=steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                         seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
                         hidden_weight=args.hidden_weight, attn_weight=args.attn_weight, eval_every=args.eval_every,
@@ -322,6 +342,16 @@ def cmd_install(args) -> int:
     name, path, fresh = install(args.src, name=args.name, default=args.default, store=store)
     state = "installed" if fresh else "already installed"
     print(f"{state}: {name} -> {path}{' (default)' if store.default_name() == name else ''}")
+    return 0
+
+
+def cmd_prune_vocab(args) -> int:
+    from xtc.train.vocab import prune_vocab
+
+    s = prune_vocab(args.src, args.data, args.out, args.vocab_size, args.max_tokens, _decontaminate(args.decontaminate))
+    _print(s, args.json, f"pruned {s['model']}: {s['kept']} of {s['vocab_size']} tokens kept, "
+                         f"{100 * s['coverage']:.3f}% of {s['counted_tokens']:,} corpus tokens -> {s['out']}\n"
+                         f"  corpus: {s['corpus']}")
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -301,10 +302,14 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
 
 def _teacher_cache(teacher, corpus, path: Path, opts: CompressOptions, deadline, device: str) -> TeacherCache:
     """Open (or build, or complete) the teacher cache; at the deadline the windows done so far are used."""
+    windows = windows_of(corpus.train, opts.train.seq_len, max(1, opts.cache_tokens // opts.train.seq_len))
     if (path / "progress.json").exists():
         cache = open_cache(path)
+        if cache.tokens.shape != windows.shape or not np.array_equal(cache.tokens[:1], windows[:1]):
+            # another teacher's tokenizer (a pruned vocabulary), corpus, --seq-len or --cache-tokens
+            raise XtcError(f"--cache-dir {path}: a teacher cache of other token windows than this run's "
+                           "(teacher tokenizer, data, --seq-len, --cache-tokens); give another directory")
     else:
-        windows = windows_of(corpus.train, opts.train.seq_len, max(1, opts.cache_tokens // opts.train.seq_len))
         cache = create_cache(path, windows, len(archs.decoder_layers(teacher)) + 1, teacher.config.hidden_size,
                              min(opts.topk, teacher.config.vocab_size))
     cache = fill_cache(cache, teacher, batch_size=4, deadline=deadline, device=device, progress=opts.train.progress)
