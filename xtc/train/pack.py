@@ -35,7 +35,7 @@ def save_packed(model: nn.Module, tokenizer, out_dir: Path, meta: dict) -> Path:
     (out_dir / format.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
     tokenizer_json = out_dir / "tokenizer.json"
-    if tokenizer_json.exists():  # transformers indents it (SmolLM2's: 3.5 MB, half of it spaces)
+    if tokenizer_json.exists():  # transformers indents it (SmolLM2's: 3.5 MB, 1.6 MB compact)
         tokenizer_json.write_text(json.dumps(json.loads(tokenizer_json.read_text(encoding="utf-8")),
                                              ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     return out_dir
