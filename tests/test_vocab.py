@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from tests.test_cli import run, run_json
 from xtc.infer.complete import Completer
 from xtc.infer.runtime import load_runtime
-from xtc.train.vocab import choose_tokens, prune_tokenizer_json
+from xtc.train.vocab import choose_tokens, merge_pairs, prune_tokenizer_json
 
 TEXT = "def read_lines(path):\n    with open(path) as handle:\n        return handle.read().splitlines()\n"
 
@@ -21,10 +21,6 @@ TEXT = "def read_lines(path):\n    with open(path) as handle:\n        return ha
 @pytest.fixture(scope="module")
 def tokenizer_json(tokenizer):
     return json.loads(tokenizer.backend_tokenizer.to_str())
-
-
-def merges_of(tok_json: dict) -> list[tuple[str, str]]:
-    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in tok_json["model"]["merges"]]
 
 
 def counts_of(tokenizer, text: str) -> np.ndarray:
@@ -37,11 +33,11 @@ def test_the_kept_tokens_are_the_most_used_with_the_alphabet_specials_and_every_
     keep = choose_tokens(tokenizer_json, counts, 400)
     assert len(keep) <= 400 and keep == sorted(keep)
     vocab = tokenizer_json["model"]["vocab"]
-    made = {a + b for a, b in merges_of(tokenizer_json)}
+    made = {a + b for a, b in merge_pairs(tokenizer_json["model"])}
     alphabet = {i for t, i in vocab.items() if t not in made}
     assert alphabet <= set(keep) and 0 in keep  # the byte alphabet and <|endoftext|>
     kept_strings = {t for t, i in vocab.items() if i in keep}
-    for a, b in merges_of(tokenizer_json):
+    for a, b in merge_pairs(tokenizer_json["model"]):
         if a + b in kept_strings:
             assert a in kept_strings and b in kept_strings
     most_used = int(np.argmax(np.where(np.isin(np.arange(len(counts)), sorted(alphabet)), 0, counts)))

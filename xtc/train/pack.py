@@ -34,10 +34,9 @@ def save_packed(model: nn.Module, tokenizer, out_dir: Path, meta: dict) -> Path:
               metadata={"format": "pt", "xtc_format": str(format.FORMAT_VERSION)})
     (out_dir / format.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
-    tokenizer_json = out_dir / "tokenizer.json"
-    if tokenizer_json.exists():  # transformers indents it (SmolLM2's: 3.5 MB, 1.6 MB compact)
-        tokenizer_json.write_text(json.dumps(json.loads(tokenizer_json.read_text(encoding="utf-8")),
-                                             ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # transformers writes tokenizer.json indented (SmolLM2's: 3.5 MB, 1.6 MB compact)
+        backend.save(str(out_dir / "tokenizer.json"), pretty=False)
     return out_dir
 
 

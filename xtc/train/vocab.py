@@ -16,6 +16,7 @@ distribution restricted to the kept tokens.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from xtc.train.load import load_model
 SPECIAL_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
-def _merge_pairs(model: dict) -> list[tuple[str, str]]:
+def merge_pairs(model: dict) -> list[tuple[str, str]]:
     """A BPE model's merges as pairs (tokenizer.json stores "a b" strings or [a, b] lists)."""
     return [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]]
 
@@ -44,7 +45,7 @@ def choose_tokens(tokenizer_json: dict, counts: np.ndarray, size: int) -> list[i
         raise XtcError(f"vocabulary pruning needs a BPE tokenizer, not {model.get('type')}")
     vocab: dict[str, int] = model["vocab"]
     parents: dict[int, list[int]] = {}
-    for a, b in _merge_pairs(model):
+    for a, b in merge_pairs(model):
         child = vocab.get(a + b)
         if child is not None and a in vocab and b in vocab:
             parents.setdefault(child, []).extend((vocab[a], vocab[b]))
@@ -75,11 +76,11 @@ def choose_tokens(tokenizer_json: dict, counts: np.ndarray, size: int) -> list[i
 def prune_tokenizer_json(tokenizer_json: dict, keep: list[int]) -> dict:
     """tokenizer.json holding only the kept tokens (renumbered) and the merges that make them."""
     new_id = {old: new for new, old in enumerate(keep)}
-    out = json.loads(json.dumps(tokenizer_json))
+    out = copy.deepcopy(tokenizer_json)
     model = out["model"]
     model["vocab"] = {tok: new_id[i] for tok, i in model["vocab"].items() if i in new_id}
     kept = model["vocab"]
-    model["merges"] = [list(pair) for pair in _merge_pairs(model) if pair[0] + pair[1] in kept
+    model["merges"] = [list(pair) for pair in merge_pairs(model) if pair[0] + pair[1] in kept
                        and pair[0] in kept and pair[1] in kept]
     for token in out.get("added_tokens", []):
         token["id"] = new_id[token["id"]]
