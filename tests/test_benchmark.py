@@ -9,20 +9,11 @@ from pathlib import Path
 import pytest
 
 from xtc.core.errors import XtcError
-from xtc.eval.quality import (
-    build_benchmark,
-    cut_points,
-    edit_similarity,
-    evaluate,
-    exact_match,
-    load_benchmark,
-    merge_predictions,
-    normalize,
-    read_predictions,
-    score_predictions,
-    shard_indices,
-    write_benchmark,
-)
+from xtc.eval.benchmark import editor_view, load_benchmark, write_benchmark
+from xtc.eval.build import build_benchmark, cut_points
+from xtc.eval.metrics import edit_similarity, exact_match, normalize, score_predictions
+from xtc.eval.predictions import merge_predictions, read_predictions, shard_indices
+from xtc.eval.quality import evaluate
 
 # --- normalize --------------------------------------------------------------------------------
 
@@ -260,7 +251,7 @@ ITEMS = [
 
 def test_evaluate_with_an_oracle_scores_100() -> None:
     answers = {item["input"]: item["gt"] for item in ITEMS}
-    result = evaluate(lambda prefix, suffix: answers[prefix] + "\nnext line", ITEMS, progress=False)
+    result = evaluate(lambda prefix, after, path: answers[prefix] + "\nnext line", ITEMS, progress=False)
     assert result["n"] == 3
     assert result["exact_match"] == 100.0 and result["edit_similarity"] == 100.0
     assert result["score"] == 100.0
@@ -268,14 +259,22 @@ def test_evaluate_with_an_oracle_scores_100() -> None:
 
 
 def test_evaluate_with_empty_predictions_scores_0() -> None:
-    result = evaluate(lambda prefix, suffix: "", ITEMS, progress=False)
+    result = evaluate(lambda prefix, after, path: "", ITEMS, progress=False)
     assert result["exact_match"] == 0.0 and result["edit_similarity"] == 0.0
 
 
-def test_evaluate_passes_suffix_and_honours_limit() -> None:
+def test_evaluate_gives_the_text_after_the_cursor_as_an_editor_has_it_and_honours_limit() -> None:
     calls = []
-    evaluate(lambda prefix, suffix: calls.append((prefix, suffix)) or "", ITEMS, limit=2, progress=False)
-    assert calls == [(ITEMS[0]["input"], "\n"), (ITEMS[1]["input"], "")]
+    items = [*ITEMS[:2], {**ITEMS[2], "path": "pkg/mod.py"}]
+    evaluate(lambda *args: calls.append(args) or "", items, limit=3, progress=False)
+    # The cursor's line ends at the cut: after it come the newline ending that line, then the suffix.
+    assert calls == [(ITEMS[0]["input"], "\n\n", ""), (ITEMS[1]["input"], "", ""),
+                     (ITEMS[2]["input"], "\nprint(x)\n", "pkg/mod.py")]
+
+
+def test_editor_view_puts_the_line_break_before_the_suffix() -> None:
+    assert editor_view({"input": "x = ", "gt": "1", "suffix": "y = 2\n"}) == ("x = ", "\ny = 2\n")
+    assert editor_view({"input": "x = ", "gt": "1"}) == ("x = ", "")
 
 
 # --- shards, predictions files, merging ---------------------------------------------------------
@@ -283,7 +282,7 @@ def test_evaluate_passes_suffix_and_honours_limit() -> None:
 MANY = [{"input": f"x{i} = ", "gt": f"value_{i}({i})", "suffix": ""} for i in range(11)]
 
 
-def half_right(prefix: str, suffix: str) -> str:
+def half_right(prefix: str, after: str, path: str = "") -> str:
     """Right on the even items, a near miss on the odd ones."""
     i = int(prefix[1:].split(" ")[0])
     return MANY[i]["gt"] if i % 2 == 0 else f"value_{i}()"
@@ -298,7 +297,7 @@ def test_shards_are_interleaved_and_cover_every_item_once() -> None:
 
 def test_shard_evaluates_only_its_items_after_the_limit() -> None:
     calls = []
-    result = evaluate(lambda p, s: calls.append(p) or "", MANY, limit=7, progress=False, shard=(2, 3))
+    result = evaluate(lambda p, a, path: calls.append(p) or "", MANY, limit=7, progress=False, shard=(2, 3))
     assert calls == [MANY[i]["input"] for i in (1, 4)] and result["n"] == 2
 
 
@@ -317,11 +316,11 @@ def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
     full = evaluate(half_right, MANY, progress=False)
 
-    def dies_after_four(prefix, suffix, seen=[]):
+    def dies_after_four(prefix, after, path, seen=[]):
         if len(seen) == 4:
             raise KeyboardInterrupt
         seen.append(prefix)
-        return half_right(prefix, suffix)
+        return half_right(prefix, after)
 
     with pytest.raises(KeyboardInterrupt):
         evaluate(dies_after_four, MANY, progress=False, predictions=out)
@@ -329,13 +328,13 @@ def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path: Path) -> None:
         f.write('{"index": 4, "gt": "val')
     assert [r["index"] for r in read_predictions(out)] == [0, 1, 2, 3]
     calls = []
-    resumed = evaluate(lambda p, s: calls.append(p) or half_right(p, s), MANY, progress=False, predictions=out)
+    resumed = evaluate(lambda p, a, path: calls.append(p) or half_right(p, a), MANY, progress=False, predictions=out)
     assert calls == [MANY[i]["input"] for i in range(4, 11)]
     assert [r["index"] for r in read_predictions(out)] == list(range(11))  # the torn line is gone
     assert {k: resumed[k] for k in ("n", "exact_match", "edit_similarity", "score")} == \
         {k: full[k] for k in ("n", "exact_match", "edit_similarity", "score")}
     calls.clear()
-    evaluate(lambda p, s: calls.append(p) or "", MANY, progress=False, predictions=out)
+    evaluate(lambda p, a, path: calls.append(p) or "", MANY, progress=False, predictions=out)
     assert calls == []  # all done: nothing predicted again
 
 

@@ -32,7 +32,8 @@ def run_json(capsys, *argv: str):
 @pytest.fixture(scope="module")
 def benchmark_file(tmp_path_factory):
     from tests.tiny import STDLIB
-    from xtc.eval.quality import build_benchmark, write_benchmark
+    from xtc.eval.benchmark import write_benchmark
+    from xtc.eval.build import build_benchmark
 
     src = tmp_path_factory.mktemp("bench-src")
     for name in ("textwrap.py", "shlex.py"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from xtc.core.errors import XtcError
-from xtc.eval.quality import load_benchmark
+from xtc.eval.benchmark import load_benchmark
 from xtc.train.data import build_corpus
 from xtc.train.decontaminate import benchmark_keys, holds_item, item_keys, split_contaminated
 

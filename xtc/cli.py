@@ -175,6 +175,10 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("build-benchmark", help="a CodeXGLUE-style line-completion set from Python sources")
     p.add_argument("--source", type=Path, nargs="+", required=True)
+    p.add_argument("--cross-file", action="store_true",
+                   help="repository-level items (CrossCodeEval-style): each line uses a name defined only in another "
+                        "file of its --source tree; items carry `path` relative to the tree's parent (xtc eval "
+                        "--workspace PARENT)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--n", type=_positive(int), default=defaults.BENCHMARK_ITEMS)
     p.add_argument("--seed", type=int, default=defaults.BENCHMARK_SEED)
@@ -276,7 +280,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from xtc.eval.quality import evaluate, load_benchmark, merge_predictions
+    from xtc.eval.benchmark import load_benchmark
+    from xtc.eval.predictions import merge_predictions
+    from xtc.eval.quality import evaluate
 
     if args.merge:
         if args.shard or args.predictions:
@@ -323,12 +329,18 @@ def cmd_bench(args) -> int:
 
 
 def cmd_build_benchmark(args) -> int:
-    from xtc.eval.quality import build_benchmark, write_benchmark
+    from xtc.eval.benchmark import write_benchmark
+    from xtc.eval.build import build_benchmark
 
     for d in args.source:
         if not d.is_dir():
             raise XtcError(f"--source {d}: not a directory")
-    items = build_benchmark(args.source, args.n, args.seed)
+    if args.cross_file:
+        from xtc.eval.cross_file import build_cross_file_benchmark
+
+        items = build_cross_file_benchmark(args.source, args.n, args.seed)
+    else:
+        items = build_benchmark(args.source, args.n, args.seed)
     write_benchmark(items, args.out)
     print(f"wrote {len(items)} items to {args.out}")
     return 0

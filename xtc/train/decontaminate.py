@@ -12,7 +12,7 @@ operations only (delete whitespace, split lines, one set intersection with the i
 and a substring search in the rare files that share a cut line), so a whole site-packages
 (~11k files, 190 MB) takes a few seconds.
 
-Torch-free: only the benchmark reader of `xtc.eval.quality` is used.
+Torch-free: only the benchmark reader of `xtc.eval.benchmark` is used.
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ def file_holds_item(path: Path, keys: ItemKeys) -> bool:
 
 
 def benchmark_keys(exclude: str | Path | Sequence[dict] | ItemKeys) -> ItemKeys:
-    """Keys from a benchmark file (JSON Lines, read by `xtc.eval.quality.load_benchmark`), a list
+    """Keys from a benchmark file (JSON Lines, read by `xtc.eval.benchmark.load_benchmark`), a list
     of items, or keys already made."""
     if isinstance(exclude, ItemKeys):
         return exclude
     if isinstance(exclude, (str, Path)):
-        from xtc.eval.quality import load_benchmark
+        from xtc.eval.benchmark import load_benchmark
 
         return item_keys(load_benchmark(Path(exclude)), source=Path(exclude).name)
     if isinstance(exclude, Sequence):

@@ -1,0 +1,108 @@
+"""Which files of a workspace folder are worth indexing: source text, bounded in count and size,
+never inside VCS folders, virtual environments, dependency trees, or what .gitignore ignores."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xtc.core import defaults
+
+log = logging.getLogger(__name__)
+
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox",
+                          ".mypy_cache", ".pytest_cache", ".ruff_cache", "site-packages", "dist-packages", "build",
+                          "dist", ".eggs", "target", ".idea", ".vscode"})
+#: Source and text files whose code can help complete another file.
+CODE_SUFFIXES = frozenset(
+    ".py .pyi .js .jsx .mjs .cjs .ts .tsx .go .rs .java .kt .kts .swift .c .h .cc .cpp .cxx .hpp .hh .cs .rb .php .lua "
+    ".pl .pm .r .sh .bash .zsh .ps1 .sql .html .css .scss .toml .yaml .yml .json .md .rst .cfg .ini .proto .vue".split())
+
+
+@dataclass
+class WalkStats:
+    files: int = 0
+    bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+def _gitignore(root: Path):
+    """The root's .gitignore as a matcher (None when there is none or it cannot be read)."""
+    import pathspec
+
+    try:
+        lines = (root / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def read_text_file(path: Path, max_bytes: int = defaults.CONTEXT_MAX_FILE_BYTES) -> tuple[str | None, str]:
+    """(text, "") or (None, why it is skipped): too big, unreadable, binary or not UTF-8."""
+    try:
+        if path.stat().st_size > max_bytes:
+            return None, "too big"
+        data = path.read_bytes()
+    except OSError:
+        return None, "unreadable"
+    if len(data) > max_bytes:  # grew since stat
+        return None, "too big"
+    if b"\0" in data[:8192]:
+        return None, "binary"
+    try:
+        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n"), ""
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+
+
+def workspace_files(root: Path, *, excluded: Callable[[str], bool] | None = None,
+                    max_files: int = defaults.CONTEXT_MAX_FILES, max_file_bytes: int = defaults.CONTEXT_MAX_FILE_BYTES,
+                    stats: WalkStats | None = None, should_stop: Callable[[], bool] | None = None,
+                    ) -> Iterator[tuple[str, str]]:
+    """(path relative to `root`, text) of the files worth indexing, in sorted order, at most
+    `max_files`. Symlinks are not followed (no loops, nothing outside the folder); `excluded`
+    takes a relative path (e.g. the user's `contextExclude` and the default secrets list)."""
+    stats = stats if stats is not None else WalkStats()
+    root = Path(root)
+    ignore = _gitignore(root)
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda exc: stats.skip("unreadable folder")):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root).as_posix()
+        keep = []
+        for d in sorted(dirnames):
+            rel = d if rel_dir == "." else f"{rel_dir}/{d}"
+            if d in SKIPPED_DIRS or d.startswith(".") or d.endswith(".egg-info") or (here / d / "pyvenv.cfg").exists():
+                stats.skip("skipped folder")
+            elif (here / d).is_symlink() or (ignore is not None and ignore.match_file(rel + "/")) \
+                    or (excluded is not None and excluded(rel + "/")):
+                stats.skip("ignored folder")
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if should_stop is not None and should_stop():
+                return
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            path = here / name
+            if Path(name).suffix.lower() not in CODE_SUFFIXES or path.is_symlink():
+                stats.skip("not source")
+                continue
+            if (ignore is not None and ignore.match_file(rel)) or (excluded is not None and excluded(rel)):
+                stats.skip("ignored")
+                continue
+            if stats.files >= max_files:
+                log.info("workspace context: %s has more than %d files; the rest are not indexed", root, max_files)
+                return
+            text, why = read_text_file(path, max_file_bytes)
+            if text is None:
+                stats.skip(why)
+                continue
+            stats.files += 1
+            stats.bytes += len(text)
+            yield rel, text

@@ -1,0 +1,127 @@
+"""Workspace context: the one code path from a workspace to the text ahead of the current file,
+used by `xtc eval --workspace` and by the language server alike.
+
+The block is re-ranked only when the complete lines before the cursor's line change, so while
+the user types within a line the block stays byte-identical and the KV cache keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xtc.core import defaults
+from xtc.infer.context.index import WorkspaceIndex
+from xtc.infer.context.layout import FILE_SEP, LAYOUTS, REPO_NAME, block_text, snippet_text
+from xtc.infer.context.retrieve import RETRIEVERS, rank
+from xtc.infer.context.walk import WalkStats, workspace_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The text placed ahead of the current file; `names_file`: it ends with the current file's own
+    header (the `repo` layout's `<file_sep>PATH`), so the completer adds none of its own."""
+
+    text: str = ""
+    names_file: bool = False
+    snippets: int = 0
+
+
+def query_lines(before: str, lines: int = defaults.CONTEXT_QUERY_LINES) -> str:
+    """The complete lines before the cursor's line: what ranks the snippets. The cursor's own line
+    is left out so that typing within it never changes the ranking."""
+    head = before.rsplit("\n", 1)[0] if "\n" in before else ""
+    return "\n".join(head.split("\n")[-lines:])
+
+
+class Workspace:
+    """An index of workspace files and open documents, ranked and laid out for one tokenizer."""
+
+    def __init__(self, tokenizer, *, budget: int = defaults.WORKSPACE_CONTEXT_TOKENS,
+                 retriever: str = defaults.CONTEXT_RETRIEVER, layout: str = defaults.CONTEXT_LAYOUT,
+                 repo_name: str = "", index: WorkspaceIndex | None = None):
+        if retriever not in RETRIEVERS:
+            raise ValueError(f"retriever {retriever!r}: expected one of {', '.join(RETRIEVERS)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+        self.tokenizer = tokenizer
+        self.index = index if index is not None else WorkspaceIndex()
+        self.budget, self.retriever, self.repo_name = budget, retriever, repo_name
+        self.layout = layout if layout == "comment" or self._has_repo_tokens() else "comment"
+        self._cache: dict[str, tuple[str, Context]] = {}  # path -> (query, block)
+        self._lock = threading.Lock()
+
+    def _has_repo_tokens(self) -> bool:
+        vocab = getattr(self.tokenizer, "all_special_tokens", []) or []
+        added = {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()}
+        return all(t in vocab or t in added for t in (REPO_NAME, FILE_SEP))
+
+    def _tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def context(self, path: str, before: str) -> Context:
+        """The block for a cursor in `path` with `before` the text ahead of it."""
+        if self.budget <= 0:
+            return Context()
+        query = query_lines(before)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == query:
+                return cached[1]
+        block = self._assemble(path, query)
+        with self._lock:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[path] = (query, block)
+        return block
+
+    def _assemble(self, path: str, query: str) -> Context:
+        ranked = rank(self.index, query, exclude_path=path, retriever=self.retriever)
+        overhead = self._tokens(block_text(["x"], path, self.layout, self.repo_name)) if ranked else 0
+        chosen, used = [], overhead
+        for _score, window in ranked:  # best first, while they fit
+            if any(w.path == window.path and abs(w.start - window.start) < len(window.text.split("\n"))
+                   for w, _ in chosen):
+                continue  # overlaps a better window of the same file
+            text = snippet_text(window.path, window.text, self.layout, path)
+            cost = self._tokens(text)
+            if used + cost > self.budget:
+                continue
+            chosen.append((window, text))
+            used += cost
+        # The best snippet goes last, nearest the cursor.
+        text = block_text([t for _, t in reversed(chosen)], path, self.layout, self.repo_name)
+        return Context(text, names_file=bool(text) and self.layout == "repo", snippets=len(chosen))
+
+    # -- what the index holds --------------------------------------------------------------------
+    def set_document(self, path: str, text: str) -> None:
+        self.index.set_document(path, text)
+        self.forget(path)
+
+    def remove(self, path: str) -> None:
+        self.index.remove(path)
+
+    def forget(self, path: str | None = None) -> None:
+        """Drop cached blocks (all, or the one of `path`): the next request re-ranks."""
+        with self._lock:
+            if path is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(path, None)
+
+    def add_folder(self, root: Path, *, prefix: str = "", excluded: Callable[[str], bool] | None = None,
+                   should_stop: Callable[[], bool] | None = None, **bounds) -> WalkStats:
+        """Index every file worth it under `root` (paths `prefix` + relative path); returns counts."""
+        started, stats = time.perf_counter(), WalkStats()
+        for rel, text in workspace_files(Path(root), excluded=excluded, stats=stats, should_stop=should_stop, **bounds):
+            self.index.set_document(prefix + rel, text)
+        self.forget()
+        log.info("workspace context: indexed %d files (%.1f MB) of %s in %.1f s; skipped %s", stats.files,
+                 stats.bytes / 1e6, root, time.perf_counter() - started, stats.skipped or "none")
+        return stats
