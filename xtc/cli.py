@@ -29,6 +29,16 @@ def _positive(kind):
     return parse
 
 
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -157,6 +167,14 @@ def build_parser() -> Parser:
     p.add_argument("--predictions", type=Path, metavar="FILE",
                    help="append one JSON line per item as it is predicted; items already in FILE are skipped "
                         "(a killed evaluation continues)")
+    p.add_argument("--workspace", type=Path, metavar="DIR",
+                   help="complete each item as the editor would in a workspace rooted at DIR, the item's file "
+                        "(its `path`) open at the cursor: snippets of DIR's other files go ahead of it")
+    p.add_argument("--workspace-tokens", type=_nonnegative, default=defaults.WORKSPACE_CONTEXT_TOKENS,
+                   help="prompt tokens for the workspace's snippets (0: none)")
+    p.add_argument("--retriever", choices=defaults.CONTEXT_RETRIEVERS, default=defaults.CONTEXT_RETRIEVER)
+    p.add_argument("--layout", choices=defaults.CONTEXT_LAYOUTS, default=defaults.CONTEXT_LAYOUT,
+                   help="snippets under <repo_name>/<file_sep> tokens (when the vocabulary has them) or as comments")
     p.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                    help="print the result of the predictions FILEs of all shards, as a full run would "
                         "(with --benchmark: every item must be there)")
@@ -293,19 +311,24 @@ def cmd_eval(args) -> int:
     else:
         if not args.model or not args.benchmark:
             raise XtcError("give --model and --benchmark (or --merge FILE ...)")
+        from xtc.eval.editor import editor_completion, open_workspace
         from xtc.infer.complete import Completer
         from xtc.infer.runtime import load_runtime
 
         items = load_benchmark(args.benchmark)
-        runtime = load_runtime(args.model, threads=args.threads)
-        completer = Completer(runtime)
-
-        def complete(before: str, after: str) -> str:
-            return completer.complete(before, after, max_new_tokens=args.max_new_tokens,
-                                      context_tokens=args.context_tokens).text
-
+        if args.workspace is not None and not args.workspace.is_dir():
+            raise XtcError(f"--workspace {args.workspace}: no such directory")
+        completer = Completer(load_runtime(args.model, threads=args.threads))
+        workspace, context = None, None
+        if args.workspace is not None:
+            n = len(items) if args.limit is None else min(args.limit, len(items))
+            workspace, context = open_workspace(completer, args.workspace, items[:n], budget=args.workspace_tokens,
+                                                retriever=args.retriever, layout=args.layout)
+        complete = editor_completion(completer, workspace, max_new_tokens=args.max_new_tokens,
+                                     context_tokens=args.context_tokens)
         result = {"model": args.model, **evaluate(complete, items, limit=args.limit, progress=not args.json,
-                                                  shard=args.shard, predictions=args.predictions, model=args.model)}
+                                                  shard=args.shard, predictions=args.predictions, model=args.model),
+                  "context": context}
     _print(result, args.json, f"{result['model']}: n={result['n']} EM {result['exact_match']:.2f} "
                               f"ES {result['edit_similarity']:.2f} score {result['score']:.2f} "
                               f"({result['seconds']:.1f} s)")

@@ -217,6 +217,7 @@ def make_item(
         "input": _tail_lines(text[: cut.offset], max_input_chars),
         "gt": text[cut.offset : cut.line_end].rstrip(),
         "suffix": _head_lines(text[cut.line_end + 1 :], max_suffix_chars),
+        "path": name,
         "source": f"{name}:{cut.row}",
     }
 

@@ -161,7 +161,7 @@ def build_cross_file_benchmark(
             cut, name = cuts[i][rng.randrange(len(cuts[i]))]
             cuts[i] = [(c, m) for c, m in cuts[i] if c.row != cut.row]  # one item per line
             item = make_item(files[i].text, cut, files[i].path, max_input_chars, max_suffix_chars)
-            items.append({**item, "path": files[i].path, "names": [name]})
+            items.append({**item, "names": [name]})
             if cuts[i]:
                 still.append(i)
         pending = still

@@ -1,5 +1,5 @@
 """Scoring a completer on a benchmark. Nothing here knows about models: `evaluate` takes a plain
-`complete_fn(before, after, path) -> str`, given what an editor would have at the item's cursor."""
+`complete_fn(before, after, path)` returning the suggestion (a string, or a `Completion`), given what an editor would have at the item's cursor."""
 
 from __future__ import annotations
 
@@ -53,8 +53,11 @@ def evaluate(
     try:
         for i in tqdm(todo, desc=desc, unit="item", file=sys.stderr, disable=not progress):
             t = time.perf_counter()
-            pred = first_line(complete_fn(*editor_view(items[i]), items[i].get("path", "")))
+            answer = complete_fn(*editor_view(items[i]), items[i].get("path", ""))
+            pred = first_line(answer if isinstance(answer, str) else answer.text)
             done[i] = prediction_row(i, items[i], pred, time.perf_counter() - t, model)
+            if hasattr(answer, "mean_logprob"):  # how sure the model was: for choosing what to show
+                done[i]["mean_logprob"] = round(answer.mean_logprob, 4)
             if writer is not None:
                 writer.write(json.dumps(done[i], ensure_ascii=False) + "\n")
                 writer.flush()

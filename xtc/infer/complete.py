@@ -15,8 +15,10 @@ details that make or break inline completion:
   characters: a byte-level BPE model writes a CJK character or an emoji as several byte tokens);
 - decoding exactly as the model wrote it (never `clean_up_tokenization_spaces`);
 - a cursor on a blank or freshly indented line must not be "completed" with a newline;
-- stop at the end of the line (Automatic) or at the end of the block (multi-line, Invoked);
-- never suggest only whitespace.
+- stop at the end of the line, or with `multiline` at the end of the block (`rules.block_end`);
+- code from other files of the workspace ahead of the current one (`xtc.infer.context`);
+- fill-in-the-middle for a vocabulary that has FIM tokens: the model sees the text after the cursor;
+- never suggest only whitespace, nor what the line already has after the cursor (`rules`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Callable
 import numpy as np
 
 from xtc.core import defaults
+from xtc.infer import rules
+from xtc.infer.context.workspace import Context
 from xtc.infer.runtime import Runtime
 from xtc.infer.tokenizer import decode_exact
 
@@ -37,6 +41,12 @@ MAX_HEAL_TOKENS = 3
 FILENAME_TOKEN = "<filename>"  # StarCoder's file-name marker, in SmolLM2's vocabulary
 PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte pieces
+#: Fill-in-the-middle tokens (prefix, suffix, middle) of StarCoder, Qwen2.5-Coder and CodeLlama,
+#: and the tokens that end a middle.
+FIM_TOKENS = (("<fim_prefix>", "<fim_suffix>", "<fim_middle>"), ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+              ("<PRE>", "<SUF>", "<MID>"), ("▁<PRE>", "▁<SUF>", "▁<MID>"))
+FIM_STOPS = ("<fim_pad>", "<|fim_pad|>", "<file_sep>", "<|file_sep|>", "<EOT>", "▁<EOT>", "<|endoftext|>")
+FIM_SUFFIX_SHARE = 4  # the text after the cursor gets up to a quarter of the prompt (Continue gives 20%)
 
 
 @dataclass
@@ -47,6 +57,9 @@ class Completion:
     new_tokens: int = 0
     seconds: float = 0.0
     cancelled: bool = False
+    replace: int = 0  # characters after the cursor, on its line, that `text` replaces
+    mean_logprob: float = 0.0  # the model's mean log-probability of the tokens it wrote
+    hidden: str = ""  # why a suggestion was withheld (a `rules` name), "" when shown
 
 
 class Cancelled(Exception):
@@ -131,6 +144,21 @@ class Completer:
         marker = self.tokenizer(FILENAME_TOKEN, add_special_tokens=False)["input_ids"]
         self.filename_marker = len(marker) == 1 and marker[0] in special  # one special token, not its spelling
         self._headers: dict[tuple[str, str], list[int]] = {}
+        self.fim = self._fim_ids()
+        self.fim_stops = {i for i in map(self._single_id, FIM_STOPS) if i is not None} if self.fim else set()
+        self._context_ids: tuple[str, list[int]] = ("", [])
+
+    def _single_id(self, token: str) -> int | None:
+        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        return ids[0] if len(ids) == 1 and ids[0] < self.rt.vocab_size and not self.texts[ids[0]] else None
+
+    def _fim_ids(self) -> tuple[int, int, int] | None:
+        """(prefix, suffix, middle) token ids when the vocabulary has a FIM triple as special tokens."""
+        for names in FIM_TOKENS:
+            ids = tuple(self._single_id(name) for name in names)
+            if None not in ids:
+                return ids
+        return None
 
     # -- prompt ---------------------------------------------------------------------------------
     def header(self, filename: str = "", language: str = "") -> str:
@@ -167,25 +195,57 @@ class Completer:
             ids = ids[-(-excess // chunk) * chunk:]
         return ids
 
+    def _ids_of_context(self, context: Context | None) -> list[int]:
+        text = context.text if context is not None else ""
+        if self._context_ids[0] != text:  # the block rarely changes: tokenize it once
+            self._context_ids = (text, self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else [])
+        return self._context_ids[1]
+
+    def _prompt(self, before: str, after: str, context: Context | None, context_tokens: int, filename: str,
+                language: str) -> tuple[list[int], list[int]]:
+        """(ids, healed ids): the workspace block, the file's header and the text before the cursor
+        (or the FIM form with the text after it), the last tokens backed off for healing."""
+        block = self._ids_of_context(context)
+        if len(block) > context_tokens // 2:  # the file itself keeps at least half of the room
+            block = []
+        room = context_tokens - len(block)
+        header = [] if block and context.names_file else self._header_ids(filename, language)
+        if len(header) > room // 4:  # a name too long to be worth its room
+            header = []
+        room -= len(header)
+        if self.fim is not None and after.strip():
+            prefix, suffix, middle = self.fim
+            after_ids = self.tokenizer(after, add_special_tokens=False)["input_ids"][: room // FIM_SUFFIX_SHARE]
+            before_ids = self.prompt_ids(before, room - len(after_ids) - 3)
+            return block + header + [prefix] + before_ids + [suffix] + after_ids + [middle], []
+        ids = block + header + self.prompt_ids(before, room)
+        kept, healed = self._split_heal(ids)
+        return kept, healed
+
     # -- decoding -------------------------------------------------------------------------------
     def complete(self, before: str, after: str = "", *, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
                  context_tokens: int = defaults.CONTEXT_TOKENS, multiline: bool = defaults.MULTILINE,
-                 should_stop: Callable[[], bool] | None = None, filename: str = "", language: str = "") -> Completion:
+                 should_stop: Callable[[], bool] | None = None, filename: str = "", language: str = "",
+                 context: Context | None = None, min_mean_logprob: float | None = None) -> Completion:
         """The suggestion at the cursor (`before` / `after`: the document's text around it).
-        `filename` and `language` (the editor's language id) say what file it is (see `header`)."""
+        `filename` and `language` (the editor's language id) say what file it is (see `header`);
+        `context`: the workspace block placed ahead of the file (`xtc.infer.context`);
+        `min_mean_logprob`: withhold a suggestion the model is less sure of (`rules.unsure`)."""
         started = time.perf_counter()
         if not before.strip():
             return Completion("", seconds=time.perf_counter() - started)
         max_new_tokens = max(1, min(max_new_tokens, self.rt.max_context // 2))  # prompt + generation must fit
-        context_tokens = max(8, min(context_tokens, self.rt.max_context - max_new_tokens - MAX_HEAL_TOKENS - 1))
-        header = self._header_ids(filename, language)
-        if len(header) > context_tokens // 4:  # a name too long to be worth its room
-            header = []
-        ids = header + self.prompt_ids(before, context_tokens - len(header))
-        prompt_ids, heal_ids = self._split_heal(ids)
+        context_tokens = max(8, min(context_tokens + len(self._ids_of_context(context)),
+                                    self.rt.max_context - max_new_tokens - MAX_HEAL_TOKENS - 1))
+        prompt_ids, heal_ids = self._prompt(before, after, context, context_tokens, filename, language)
         heal, heal_bytes = decode_exact(self.tokenizer, heal_ids), b"".join(self.bytes[i] for i in heal_ids)
         line_so_far = before.rsplit("\n", 1)[-1]
         fresh_line = not line_so_far.strip()
+        lines_before = before.split("\n")
+        in_body = fresh_line and len(lines_before) > 1 and rules.opens_block(
+            next((line for line in reversed(lines_before[:-1]) if line.strip()), ""))
+        stops = self.eos_ids | (self.fim_stops if prompt_ids and self.fim and prompt_ids[-1] == self.fim[2] else set())
+        logprob = 0.0
         try:
             cached_before = self.rt.cache.tokens[:]
             logits = self._check(self.rt.prefill(prompt_ids), should_stop)
@@ -194,12 +254,13 @@ class Completer:
             text, written = "", b""  # what the generated tokens decode to, and their bytes
             for _ in range(max_new_tokens + len(heal_ids)):
                 token = self._choose(logits, heal_bytes, written, text[len(heal):], fresh_line)
-                if token is None or token in self.eos_ids:
+                if token is None or token in stops:
                     break
+                logprob += _log_softmax_at(logits, token)
                 generated.append(token)
                 written += self.bytes[token] if token < len(self.bytes) else b""
                 text = decode_exact(self.tokenizer, generated)
-                if len(written) > len(heal_bytes) and self._finished(text[len(heal):], multiline):
+                if len(written) > len(heal_bytes) and self._finished(text[len(heal):], multiline, line_so_far, in_body):
                     break
                 if len(generated) >= max_new_tokens + len(heal_ids):  # the healed tokens come on top
                     break
@@ -207,9 +268,20 @@ class Completer:
         except Cancelled:
             return Completion("", cancelled=True, seconds=time.perf_counter() - started)
         text = _without_partial_character(text, written)
-        suggestion = self._trim(text[len(heal):] if written.startswith(heal_bytes) and text.startswith(heal) else "",
-                                after, multiline)
-        return Completion(suggestion, len(ids), reused, len(generated), time.perf_counter() - started)
+        raw = text[len(heal):] if written.startswith(heal_bytes) and text.startswith(heal) else ""
+        suggestion, replace = self._trim(raw, after, multiline, line_so_far, in_body)
+        mean = logprob / len(generated) if generated else 0.0
+        hidden = ""
+        if suggestion and rules.repeats_next_line(line_so_far, suggestion, after):
+            hidden = "repeats_next_line"
+        elif suggestion and rules.repeats_itself(suggestion):
+            hidden = "repeats_itself"
+        elif suggestion and rules.unsure(mean, min_mean_logprob):
+            hidden = "unsure"
+        if hidden:
+            suggestion, replace = "", 0
+        return Completion(suggestion, len(prompt_ids) + len(heal_ids), reused, len(generated),
+                          time.perf_counter() - started, replace=replace, mean_logprob=mean, hidden=hidden)
 
     def _split_heal(self, ids: list[int]) -> tuple[list[int], list[int]]:
         """(kept, healed): drop the last token, and whitespace-only tokens (or byte pieces) before
@@ -269,25 +341,28 @@ class Completer:
         return allowed
 
     @staticmethod
-    def _finished(completion: str, multiline: bool) -> bool:
+    def _finished(completion: str, multiline: bool, line_so_far: str = "", in_body: bool = False) -> bool:
         if not multiline:
             return "\n" in completion
-        content = completion.lstrip("\n")
-        return "\n\n" in content.rstrip(" ")
+        return rules.block_end(line_so_far, completion, in_body) is not None
 
     @staticmethod
-    def _trim(completion: str, after: str, multiline: bool) -> str:
+    def _trim(completion: str, after: str, multiline: bool, line_so_far: str = "",
+              in_body: bool = False) -> tuple[str, int]:
+        """(text, replaced characters after the cursor): one line, or the block with `multiline`,
+        without what the line already has after the cursor."""
         if multiline:
-            content_start = len(completion) - len(completion.lstrip("\n"))
-            end = completion.find("\n\n", content_start)
-            completion = completion if end == -1 else completion[:end]
+            end = rules.block_end(line_so_far, completion, in_body)
+            completion = completion if end is None else completion[:end]
         else:
             completion = completion.split("\n", 1)[0]
         completion = completion.rstrip()
-        rest_of_line = after.split("\n", 1)[0].strip()
-        if rest_of_line and completion.endswith(rest_of_line):  # e.g. the closing bracket is already there
-            completion = completion[: -len(rest_of_line)].rstrip()
-        return completion if completion.strip() else ""
+        if not completion.strip():
+            return "", 0
+        if "\n" in completion:  # the rest of the cursor's line moves to the end of the suggestion's last line
+            return completion, 0
+        completion, replace = rules.trim_rest_of_line_overlap(completion, after.split("\n", 1)[0])
+        return (completion, replace) if completion.strip() else ("", 0)
 
 
 def _after_prefix(prefix: bytes) -> bytes | None:
@@ -305,6 +380,13 @@ def _without_partial_character(text: str, data: bytes) -> str:
         if exc.end == len(data) and exc.reason == "unexpected end of data":
             return text.rstrip("\ufffd")
     return text
+
+
+def _log_softmax_at(logits, token: int) -> float:
+    """log p(token) under the model's distribution (before any constraint of ours)."""
+    values = np.asarray(logits, dtype=np.float32)
+    top = float(values.max())
+    return float(values[token]) - top - float(np.log(np.exp(values - top).sum()))
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-LAYOUTS = ("repo", "comment")
+from xtc.core import defaults
+
+LAYOUTS = defaults.CONTEXT_LAYOUTS
 REPO_NAME, FILE_SEP = "<repo_name>", "<file_sep>"
 
 _SLASHES = frozenset(".js .jsx .mjs .cjs .ts .tsx .go .rs .java .kt .kts .swift .c .h .cc .cpp .cxx .hpp .hh .cs .php "

@@ -3,31 +3,15 @@ bags of identifiers, or BM25 (CrossCodeEval's retriever), both over the same ide
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+
+import numpy as np
 
 from xtc.core import defaults
 from xtc.infer.context.index import Window, WorkspaceIndex, identifiers
 
-RETRIEVERS = ("bm25", "jaccard")
+RETRIEVERS = defaults.CONTEXT_RETRIEVERS
 BM25_K1, BM25_B = 1.2, 0.75  # the usual constants (Robertson & Zaragoza)
-
-
-def jaccard(query: set[str], window: Window) -> float:
-    words = window.words
-    union = len(query | words)
-    return len(query & words) / union if union else 0.0
-
-
-def bm25(query: Counter, window: Window, df: dict[str, int], n: int, mean_length: float) -> float:
-    length = sum(window.counts.values())
-    score = 0.0
-    for word in query:
-        tf = window.counts.get(word, 0)
-        if tf:
-            idf = math.log(1 + (n - df[word] + 0.5) / (df[word] + 0.5))
-            score += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / (mean_length or 1)))
-    return score
 
 
 def rank(index: WorkspaceIndex, query_text: str, *, exclude_path: str = "", retriever: str = defaults.CONTEXT_RETRIEVER,
@@ -37,20 +21,31 @@ def rank(index: WorkspaceIndex, query_text: str, *, exclude_path: str = "", retr
     windows that nearly copy the query (llama.vscode drops those: the model would repeat them)."""
     if retriever not in RETRIEVERS:
         raise ValueError(f"retriever {retriever!r}: expected one of {', '.join(RETRIEVERS)}")
-    counts = Counter(identifiers(query_text))
-    if not counts:
+    query = Counter(identifiers(query_text))
+    if not query:
         return []
-    words = set(counts)
-    windows, df, n, mean = index.candidates(words)
-    scored = []
-    for window in windows.values():
-        if window.path == exclude_path:
+    stats = index.statistics(list(query))
+    alive, n = stats["alive"], max(1, stats["live"])
+    shared = np.zeros(len(alive), dtype=np.float32)  # distinct query words in each window
+    bm25 = np.zeros(len(alive), dtype=np.float32)
+    mean_length = float(stats["length"][alive].mean()) if alive.any() else 1.0
+    norm = BM25_K1 * (1 - BM25_B + BM25_B * stats["length"] / max(mean_length, 1.0))
+    for word, (ids, tf) in stats["postings"].items():
+        live = alive[ids]
+        ids, tf = ids[live], tf[live]
+        if not len(ids):
             continue
-        similarity = jaccard(words, window)
-        if similarity >= near_copy:
-            continue
-        score = similarity if retriever == "jaccard" else bm25(counts, window, df, n, mean)
-        if score > 0:
-            scored.append((score, window))
-    scored.sort(key=lambda sw: (-sw[0], sw[1].path, sw[1].start))  # ties: a stable, reproducible order
-    return scored[:limit]
+        shared[ids] += 1
+        df = len(ids)
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        bm25[ids] += idf * tf * (BM25_K1 + 1) / (tf + norm[ids])
+    jaccard = shared / np.maximum(len(query) + stats["distinct"] - shared, 1)
+    score = jaccard if retriever == "jaccard" else bm25
+    candidates = np.flatnonzero((shared > 0) & alive & (jaccard < near_copy))
+    paths = stats["paths"]
+    candidates = [int(i) for i in candidates if paths[i] != exclude_path]
+    # Best first; ties in a stable, reproducible order (path, line).
+    best = sorted(candidates, key=lambda i: -float(score[i]))[: limit * 4]
+    windows = [(float(score[i]), index.window(i)) for i in best]
+    windows.sort(key=lambda sw: (-sw[0], sw[1].path, sw[1].start))
+    return windows[:limit]
