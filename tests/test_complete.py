@@ -195,3 +195,89 @@ def test_no_header_for_a_model_without_the_file_name_token(tokenizer):
     before = JS[:JS.index("path.jo") + len("path.jo")]
     assert completer.complete(before, filename="app.js", language="javascript").text == "in(args[0], 'out');"
     assert completer.rt.cache.tokens[:5] == tokenizer(before, add_special_tokens=False)["input_ids"][:5]
+
+
+# --- what the prompt holds: workspace context, fill-in-the-middle ---------------------------------
+
+
+class RecordingRuntime(OracleRuntime):
+    """An oracle that also keeps every prompt it was given."""
+
+    def __init__(self, tokenizer, target: str = "", prefer: str | None = None):
+        super().__init__(tokenizer, target, prefer)
+        self.prompts: list[list[int]] = []
+
+    def prefill(self, ids):
+        self.prompts.append(list(ids))
+        return super().prefill(ids)
+
+
+def test_the_workspace_block_goes_ahead_of_the_file_and_replaces_its_header():
+    from tests.tiny import build_tokenizer
+    from xtc.infer.context.workspace import Context
+
+    tok = build_tokenizer(extra_special=("<repo_name>", "<file_sep>", "<filename>"))
+    rt = RecordingRuntime(tok, prefer="\n")
+    completer = Completer(rt)
+    block = Context("<repo_name>r<file_sep>lib.py\ndef helper():\n    pass\n<file_sep>app.js\n", names_file=True, snippets=1)
+    completer.complete("let x = helper(", filename="app.js", language="javascript", context=block)
+    block_ids = tok(block.text, add_special_tokens=False)["input_ids"]
+    assert rt.prompts[-1][:len(block_ids)] == block_ids
+    assert tok.convert_tokens_to_ids("<filename>") not in rt.prompts[-1]  # the block already names the file
+    completer.complete("let x = helper(", filename="app.js", language="javascript")
+    assert rt.prompts[-1][0] == tok.convert_tokens_to_ids("<filename>")  # without context: the usual header
+
+
+def test_a_fim_vocabulary_is_prompted_with_the_text_after_the_cursor():
+    from tests.tiny import build_tokenizer
+
+    tok = build_tokenizer(extra_special=("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    rt = RecordingRuntime(tok, prefer="\n")
+    completer = Completer(rt)
+    completer.complete("x = compute(", after=")\nprint(x)\n")
+    pre, suf, mid = (tok.convert_tokens_to_ids(t) for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    prompt = rt.prompts[-1]
+    assert prompt[0] == pre and prompt[-1] == mid and suf in prompt
+    assert tok.decode(prompt[prompt.index(suf) + 1:-1]) == ")\nprint(x)\n"
+    assert tok.decode(prompt[1:prompt.index(suf)]) == "x = compute("
+    completer.complete("x = compute(")  # nothing after the cursor: the plain prompt
+    assert pre not in rt.prompts[-1]
+
+
+def test_a_model_trained_on_fim_text_completes_from_the_suffix(tmp_path):
+    """A tiny model trained on `<fim_prefix>value = <fim_suffix>\\nuse(NAME)\\n<fim_middle>NAME`:
+    the prefix is always the same, so only the suffix can tell it the answer."""
+    import torch
+
+    from tests.tiny import build_model, build_tokenizer
+    from xtc.infer.runtime import load_runtime
+
+    tok = build_tokenizer(extra_special=("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+    names = ["alpha", "width", "height", "buffer", "count", "result", "offset", "target"]
+    texts = [f"<fim_prefix>value = <fim_suffix>\nuse({n})\n<fim_middle>{n}<|endoftext|>" for n in names]
+    rows = [tok(t)["input_ids"] for t in texts]
+    length = max(map(len, rows))
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    batch = torch.tensor([r + [eos] * (length - len(r)) for r in rows])
+    model, _ = build_model("llama", layers=2, width=64, tokenizer=tok)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(150):
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval().save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    completer = Completer(load_runtime(str(tmp_path)))
+    answers = [completer.complete("value = ", after=f"\nuse({n})\n").text for n in names]
+    assert answers == names
+    assert len({completer.complete("value = ", after="").text for _ in range(2)}) == 1  # no suffix: one guess
+
+
+def test_a_block_suggestion_keeps_blank_lines_inside_the_body_and_stops_at_its_end(tokenizer):
+    code = "def total(xs):\n    s = 0\n\n    for x in xs:\n        s += x\n    return s\n\n\nprint(total([1]))\n"
+    completer = Completer(OracleRuntime(tokenizer, code))
+    text = completer.complete(code[:code.index("s = 0")], multiline=True, max_new_tokens=64).text
+    assert text == "s = 0\n\n    for x in xs:\n        s += x\n    return s"
