@@ -34,6 +34,8 @@ RUNS = {
     "student-cross100-bm25-comment-512": (STUDENT, CROSS, 100, ["--layout", "comment", "--workspace-tokens", "512"]),
     "student-cross100-bm25-repo-256": (STUDENT, CROSS, 100, ["--workspace-tokens", "256"]),
     "student-cross100-bm25-repo-1024": (STUDENT, CROSS, 100, ["--workspace-tokens", "1024"]),
+    "teacher-cross100-none": (TEACHER, CROSS, 100, None),
+    "teacher-cross100-bm25-repo-512": (TEACHER, CROSS, 100, ["--workspace-tokens", "512"]),
     "teacher-cross-none": (TEACHER, CROSS, None, None),
     "teacher-cross-bm25-repo-512": (TEACHER, CROSS, None, ["--workspace-tokens", "512"]),
 }

@@ -371,3 +371,39 @@ def test_shipped_benchmark_is_valid() -> None:
     items = load_benchmark(path)
     assert len(items) == 500
     assert all(item["gt"].strip() and len(item["input"]) <= 4000 for item in items)
+
+
+# --- the repository-level (cross-file) set --------------------------------------------------------
+
+
+def test_cross_file_items_use_a_name_only_another_file_defines(tmp_path: Path) -> None:
+    from xtc.eval.cross_file import build_cross_file_benchmark
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "helpers.py").write_text("def normalise_header(text):\n    return text.strip().lower()\n\n\n"
+                                    "DEFAULT_CHARSET = 'utf-8'\n" + "# padding\n" * 60)
+    body = "".join(f"def handler_{i}(message):\n    value = message.get('h{i}')\n"
+                   f"    return helpers.normalise_header(value) + DEFAULT_CHARSET\n\n\n" for i in range(8))
+    (pkg / "reader.py").write_text("from pkg import helpers\n" + "# a module that reads messages\n" * 10 + body)
+    items = build_cross_file_benchmark([pkg], n=50, seed=0)
+    assert items, "the reader's lines use the helpers' names"
+    for item in items:
+        assert item["path"] == "pkg/reader.py" and item["source"].startswith("pkg/reader.py:")
+        (name,) = item["names"]
+        assert name in {"normalise_header", "DEFAULT_CHARSET"} and name in item["gt"]
+        assert name not in item["input"]  # never written before the cursor
+    # The first use of each name is the only admissible cut of it: later lines have it in `input`.
+    assert len({item["names"][0] for item in items}) == len(items)
+    assert items == build_cross_file_benchmark([pkg], n=50, seed=0)
+
+
+def test_cross_file_skips_lines_written_verbatim_in_another_file(tmp_path: Path) -> None:
+    from xtc.eval.cross_file import build_cross_file_benchmark
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("def compute_total(xs):\n    return sum(xs)\n" + "# pad\n" * 60)
+    (pkg / "b.py").write_text("# b\n" * 60 + "x = [1]\ny = compute_total(x)\n")
+    (pkg / "c.py").write_text("y = compute_total(x)\n")  # the same line: retrieval could copy it
+    assert build_cross_file_benchmark([pkg], n=10, seed=0) == []

@@ -230,3 +230,32 @@ def test_console_script_and_module_entry_points(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "xtc", "eval", "--model", "nope", "--benchmark", "x"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_eval_workspace_refuses_a_missing_folder_and_items_without_a_path(tmp_path, tiny_dirs):
+    bench = tmp_path / "b.jsonl"
+    bench.write_text('{"input": "x = ", "gt": "1"}\n')
+    for args, message in ((["--workspace", str(tmp_path / "nowhere")], "no such directory"),
+                          (["--workspace", str(tmp_path)], "has no \"path\"")):
+        r = subprocess.run([sys.executable, "-m", "xtc.cli", "eval", "--model", str(tiny_dirs["gpt2"]), "--benchmark",
+                            str(bench), *args], capture_output=True, text=True)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_workspace_reports_the_context_and_never_shows_the_items_own_file(tmp_path, tiny_dirs):
+    from xtc.eval.editor import editor_completion, open_workspace
+    from xtc.infer.complete import Completer
+    from xtc.infer.runtime import load_runtime
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "own.py").write_text("def secret_answer_here():\n    return 42\n")
+    (tmp_path / "pkg" / "other.py").write_text("def helper_function(value):\n    return value\n")
+    item = {"input": "def f(value):\n    return helper_function(value)\nx = ", "gt": "secret_answer_here()",
+            "suffix": "", "path": "pkg/own.py"}
+    completer = Completer(load_runtime(str(tiny_dirs["gpt2"])))
+    workspace, described = open_workspace(completer, tmp_path, [item])
+    assert described["files"] == 2 and described["workspace"] == str(tmp_path)
+    block = workspace.context("pkg/own.py", item["input"])
+    assert "helper_function" in block.text and "secret_answer_here" not in block.text
+    assert isinstance(editor_completion(completer, workspace)(item["input"], "\n", "pkg/own.py").text, str)
