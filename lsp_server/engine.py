@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable
 from urllib.parse import unquote, urlsplit
 
+from lsp_server.context import WorkspaceSources
 from xtc.core import defaults
 
 log = logging.getLogger("xtc-lsp")
@@ -50,6 +51,8 @@ class Settings:
     context_tokens: int = defaults.CONTEXT_TOKENS
     multiline: bool = defaults.MULTILINE
     debounce_ms: int = defaults.DEBOUNCE_MS
+    workspace_context: bool = defaults.WORKSPACE_CONTEXT
+    context_exclude: tuple[str, ...] = ()  # gitignore patterns, on top of defaults.CONTEXT_EXCLUDE
 
     def updated(self, raw: Any) -> "Settings":
         """These settings with the recognised keys of `raw` applied; bad values are ignored.
@@ -64,6 +67,8 @@ class Settings:
                 changes[name] = value
             elif kind is str and isinstance(value, str):
                 changes[name] = value.strip()
+            elif kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                changes[name] = tuple(v.strip() for v in value if v.strip())
             elif kind is int and isinstance(value, (int, float)) and not isinstance(value, bool):
                 changes[name] = int(min(max(value, low), high))
             else:
@@ -77,6 +82,8 @@ _KEYS: dict[str, tuple[str, type, int, int]] = {
     "contextTokens": ("context_tokens", int, *defaults.CONTEXT_TOKENS_BOUNDS),
     "multiline": ("multiline", bool, 0, 0),
     "debounceMs": ("debounce_ms", int, *defaults.DEBOUNCE_MS_BOUNDS),
+    "workspaceContext": ("workspace_context", bool, 0, 0),
+    "contextExclude": ("context_exclude", tuple, 0, 0),
 }
 
 
@@ -152,6 +159,7 @@ class Suggestion:
     source: str = "none"  # "model", "cache", or why it is empty: "stale", "not-ready", "position", ...
     seconds: float = 0.0
     completion: Any = None  # xtc.infer.complete.Completion when the model ran
+    replace_units: int = 0  # units after the cursor the text replaces (closing brackets it rewrites)
 
 
 @dataclass
@@ -165,9 +173,9 @@ class Job:
     future: Future = field(default_factory=Future)
     started: float = field(default_factory=time.perf_counter)
 
-    def finish(self, text: str, source: str, completion: Any = None) -> None:
+    def finish(self, text: str, source: str, completion: Any = None, replace_units: int = 0) -> None:
         result = replace(self.suggestion, text=text, source=source, completion=completion,
-                         seconds=time.perf_counter() - self.started)
+                         seconds=time.perf_counter() - self.started, replace_units=replace_units)
         try:
             self.future.set_result(result)
         except InvalidStateError:  # already answered (stale) or cancelled
@@ -222,6 +230,8 @@ class Engine:
         self._shown: deque[_Shown] = deque(maxlen=cache_size)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._closed = False
+        self.sources = WorkspaceSources()  # open documents and workspace folders: the workspace context
+        self.sources.configure(self.settings.workspace_context, self.settings.context_exclude)
         threading.Thread(target=self._work, name="xtc-complete", daemon=True).start()
 
     @property
@@ -275,6 +285,8 @@ class Engine:
                 self.completer, self.error = completer, None
                 self.model_name = getattr(completer.rt, "name", None) or src
                 self._shown.clear()
+            if getattr(completer, "tokenizer", None) is not None:
+                self.sources.use_tokenizer(completer.tokenizer)
             log.info("model %s ready in %.1f s", self.model_name, time.perf_counter() - started)
             future.set_result(self.model_name)
 
@@ -284,6 +296,7 @@ class Engine:
             model_changed = settings.model != self.settings.model
             self.settings = settings
             self._shown.clear()
+        self.sources.configure(settings.workspace_context, settings.context_exclude)
         return self.load() if model_changed else None
 
     # -- requests -------------------------------------------------------------------------------
@@ -308,6 +321,8 @@ class Engine:
             job.finish("", "closed")
         elif located is None:
             job.finish("", "position")
+        elif self.sources.excluded(self.sources.name(request.document)):  # .env, keys: never to a model
+            job.finish("", "excluded")
         elif not self.ready:
             job.finish("", "not-ready")
         elif (cached := self._from_cache(job)) is not None:
@@ -360,15 +375,18 @@ class Engine:
             return
         s = job.settings
         max_new_tokens = min(s.max_new_tokens, completer.rt.max_context // 2)  # leave room for the prompt
+        context = self.sources.context(job.request.document, job.before)
         with self._inference:
             result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
                                         context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done,
-                                        filename=file_name(job.request.document), language=job.request.language)
+                                        filename=file_name(job.request.document), language=job.request.language,
+                                        context=context, min_mean_logprob=defaults.MIN_MEAN_LOGPROB)
         text = "" if result.cancelled or not result.text.strip() else result.text
         if text and completer is self.completer:
             with self._lock:
                 self._shown.append(_Shown(job.request.document, job.before, job.after, text, job.multiline))
-        job.finish(text, "model", result)
+        replaced = _EOL.split(job.after, maxsplit=1)[0][:result.replace] if text else ""
+        job.finish(text, "model", result, units_of(replaced, job.request.encoding))
 
     def _from_cache(self, job: Job) -> str | None:
         """The rest of a recent suggestion when the user has typed its beginning since."""

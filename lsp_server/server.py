@@ -140,7 +140,10 @@ def create_server() -> XtcServer:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: XtcServer, params: types.InitializeParams) -> None:
-        ls.engine.settings = Settings().updated(params.initialization_options)
+        ls.engine.settings = settings = Settings().updated(params.initialization_options)
+        ls.engine.sources.configure(settings.workspace_context, settings.context_exclude)
+        folders = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
+        ls.engine.sources.set_folders(folders)
         ls.start_load(ls.engine.load())  # starts now; progress is reported after `initialized`
 
     @server.feature(types.INITIALIZED)
@@ -158,6 +161,25 @@ def create_server() -> XtcServer:
             settings = (await ls.workspace_configuration_async(types.ConfigurationParams(items=items)))[0]
         ls.configure(settings)
 
+    # The workspace context's sources (pygls keeps the documents; these handlers run after its own).
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: XtcServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.engine.sources.open(params.text_document.uri, params.text_document.text)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: XtcServer, params: types.DidChangeTextDocumentParams) -> None:
+        document = ls.workspace.text_documents.get(unquote(params.text_document.uri))
+        if document is not None:
+            ls.engine.sources.open(params.text_document.uri, document.source)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: XtcServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.engine.sources.close(params.text_document.uri)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def did_change_folders(ls: XtcServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.engine.sources.set_folders([f.uri for f in ls.workspace.folders.values()])
+
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: XtcServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
@@ -165,8 +187,9 @@ def create_server() -> XtcServer:
         if not s.text:
             return types.InlineCompletionList(items=[])
         cursor = types.Position(s.line, s.character)
+        end = types.Position(s.line, s.character + s.replace_units)  # closing brackets it rewrites
         return types.InlineCompletionList(items=[
-            types.InlineCompletionItem(insert_text=s.text, range=types.Range(cursor, cursor))])
+            types.InlineCompletionItem(insert_text=s.text, range=types.Range(cursor, end))])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=[".", "(", "[", ",", " ", "="]))
@@ -184,7 +207,7 @@ def create_server() -> XtcServer:
         item = types.CompletionItem(
             label=label if len(label) <= 60 else label[:59] + "…", kind=types.CompletionItemKind.Text,
             detail="xtc", filter_text=full, sort_text="0", insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(types.Range(start, types.Position(s.line, s.character)), full),
+            text_edit=types.TextEdit(types.Range(start, types.Position(s.line, s.character + s.replace_units)), full),
             documentation=types.MarkupContent(types.MarkupKind.Markdown, f"```\n{full}\n```") if "\n" in full else None)
         return types.CompletionList(is_incomplete=True, items=[item])
 

@@ -17,6 +17,8 @@ SETTINGS = {  # VS Code setting -> (default, bounds or None)
     "xtc.multiline": (defaults.MULTILINE, None),
     "xtc.debounceMs": (defaults.DEBOUNCE_MS, defaults.DEBOUNCE_MS_BOUNDS),
     "xtc.model": ("", None),
+    "xtc.workspaceContext": (defaults.WORKSPACE_CONTEXT, None),
+    "xtc.contextExclude": ([], None),
 }
 
 

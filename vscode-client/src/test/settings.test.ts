@@ -31,8 +31,8 @@ const properties: Record<string, { type: string; default: unknown }> = manifest.
 describe('package.json', () => {
     it('contributes exactly the settings the README documents', () => {
         assert.deepEqual(Object.keys(properties).sort(), [
-            'xtc.contextTokens', 'xtc.debounceMs', 'xtc.enable', 'xtc.languages', 'xtc.maxNewTokens', 'xtc.model',
-            'xtc.multiline', 'xtc.serverCommand',
+            'xtc.contextExclude', 'xtc.contextTokens', 'xtc.debounceMs', 'xtc.enable', 'xtc.languages',
+            'xtc.maxNewTokens', 'xtc.model', 'xtc.multiline', 'xtc.serverCommand', 'xtc.workspaceContext',
         ]);
         assert.equal(properties['xtc.enable'].type, 'boolean');
         assert.equal(properties['xtc.serverCommand'].type, 'array');
@@ -71,17 +71,24 @@ describe('buildInitializationOptions', () => {
     it('passes the server keys and nothing else', () => {
         const options = buildInitializationOptions(reader({
             enable: true, serverCommand: ['x'], model: ' /models/tiny ', maxNewTokens: 16, contextTokens: 256,
-            multiline: true, debounceMs: 75,
+            multiline: true, debounceMs: 75, workspaceContext: false, contextExclude: [' *.csv ', '', 3],
         }));
-        assert.deepEqual(options, { model: '/models/tiny', maxNewTokens: 16, contextTokens: 256, multiline: true, debounceMs: 75 });
+        assert.deepEqual(options, {
+            model: '/models/tiny', maxNewTokens: 16, contextTokens: 256, multiline: true, debounceMs: 75,
+            workspaceContext: false, contextExclude: ['*.csv'],
+        });
         assert.deepEqual(Object.keys(options).sort(), [...SERVER_KEYS].sort());
     });
 
     it('clamps numbers and ignores values of the wrong type', () => {
         const options = buildInitializationOptions(reader({
             model: 42, maxNewTokens: 100000, contextTokens: 1, multiline: 'yes', debounceMs: 12.6,
+            workspaceContext: 'no', contextExclude: '.env',
         }));
-        assert.deepEqual(options, { model: '', maxNewTokens: 512, contextTokens: 16, multiline: false, debounceMs: 13 });
+        assert.deepEqual(options, {
+            model: '', maxNewTokens: 512, contextTokens: 16, multiline: false, debounceMs: 13,
+            workspaceContext: true, contextExclude: [],
+        });
         assert.equal(buildInitializationOptions(reader({ maxNewTokens: Number.NaN })).maxNewTokens, DEFAULTS.maxNewTokens);
     });
 });

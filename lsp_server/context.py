@@ -1,0 +1,126 @@
+"""Where the server's workspace context comes from: the open documents (as the editor has them,
+unsaved edits included) and the files of the workspace folders, indexed on a background thread
+so that a completion never waits for the index. Retrieval and layout are `xtc.infer.context`'s,
+the same code `xtc eval --workspace` measures."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from xtc.core import defaults
+from xtc.infer.context.workspace import Context, Workspace
+
+log = logging.getLogger("xtc-lsp")
+
+
+def uri_path(uri: str) -> Path | None:
+    """The local path of a `file:` URI (None for `untitled:` and other schemes)."""
+    parts = urlsplit(uri)
+    return Path(unquote(parts.path)) if parts.scheme == "file" else None
+
+
+@functools.lru_cache(maxsize=8)
+def _spec(patterns: tuple[str, ...]):
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
+
+
+class WorkspaceSources:
+    """Open documents and workspace folders, fed into one `Workspace` per loaded tokenizer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: list[Path] = []
+        self._documents: dict[str, str] = {}  # uri -> text
+        self._dirty: set[str] = set()  # open documents changed since they were indexed
+        self._workspace: Workspace | None = None
+        self._generation = 0  # a new tokenizer or folder set stops an older background walk
+        self.enabled = defaults.WORKSPACE_CONTEXT
+        self.exclude: tuple[str, ...] = ()
+
+    # -- what the editor tells us ----------------------------------------------------------------
+    def set_folders(self, uris: list[str]) -> None:
+        folders = [p for p in map(uri_path, uris) if p is not None]
+        with self._lock:
+            if folders == self._folders:
+                return
+            self._folders = folders
+        self._reindex()
+
+    def open(self, uri: str, text: str) -> None:
+        with self._lock:
+            self._documents[uri] = text
+            self._dirty.add(uri)
+
+    def close(self, uri: str) -> None:
+        """A closed document stays in the index as its file on disk (if it is in a folder)."""
+        with self._lock:
+            self._documents.pop(uri, None)
+            self._dirty.discard(uri)
+
+    def configure(self, enabled: bool, exclude: tuple[str, ...]) -> None:
+        changed = (enabled, exclude) != (self.enabled, self.exclude)
+        self.enabled, self.exclude = enabled, exclude
+        if changed:
+            self._reindex()
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """A model was loaded: snippets are measured in its tokens and laid out for its vocabulary."""
+        with self._lock:
+            self._workspace = Workspace(tokenizer, repo_name=self._folders[0].name if self._folders else "")
+            self._dirty |= set(self._documents)
+        self._reindex()
+
+    # -- what a completion asks -------------------------------------------------------------------
+    def name(self, uri: str) -> str:
+        """The document's path relative to its workspace folder (its whole path outside them)."""
+        path = uri_path(uri)
+        if path is None:
+            return uri
+        for folder in self._folders:
+            try:
+                return path.relative_to(folder).as_posix()
+            except ValueError:
+                continue
+        return path.as_posix()
+
+    def context(self, uri: str, before: str) -> Context | None:
+        workspace = self._workspace
+        if not self.enabled or workspace is None or self.excluded(self.name(uri)):
+            return None
+        with self._lock:
+            dirty = [(u, self._documents[u]) for u in self._dirty if u in self._documents]
+            self._dirty.clear()
+        for u, text in dirty:
+            if not self.excluded(self.name(u)):
+                workspace.set_document(self.name(u), text)
+        return workspace.context(self.name(uri), before)
+
+    def excluded(self, name: str) -> bool:
+        """Files never given to the model: the default secrets list and `contextExclude`."""
+        return _spec(defaults.CONTEXT_EXCLUDE + tuple(self.exclude)).match_file(name)
+
+    # -- the background index ---------------------------------------------------------------------
+    def _reindex(self) -> None:
+        with self._lock:
+            self._generation += 1
+            generation, workspace, folders = self._generation, self._workspace, list(self._folders)
+        if workspace is None or not self.enabled or not folders:
+            return
+
+        def walk() -> None:
+            for folder in folders:
+                try:
+                    workspace.add_folder(folder, excluded=self.excluded,
+                                         should_stop=lambda: generation != self._generation)
+                except Exception:  # a bug in the walk must not take the server down
+                    log.exception("workspace context: indexing %s failed", folder)
+            with self._lock:  # the editor's copies of open documents win over the files on disk
+                self._dirty |= set(self._documents)
+
+        threading.Thread(target=walk, name="xtc-index", daemon=True).start()
