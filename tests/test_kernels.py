@@ -26,8 +26,8 @@ import pytest
 
 from xtc.core import format
 from xtc.infer import kernels
-from xtc.infer.layers import (AffineLinear, BinaryLinear, DenseLinear, Kernels, Split, Table, affine_codes,
-                              affine_layout, head4_codes, head4_layout, quantize_rows, scale_min_layout)
+from xtc.infer.layers import AffineLinear, BinaryLinear, DenseLinear, Kernels, Split, Table, quantize_rows
+from xtc.infer.layouts import affine_codes, affine_layout, head4_codes, head4_layout, scale_min_layout
 from xtc.infer.runtime import Runtime, load_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
