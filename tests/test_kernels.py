@@ -26,8 +26,8 @@ import pytest
 
 from xtc.core import format
 from xtc.infer import kernels
-from xtc.infer.layers import (AffineLinear, BinaryLinear, DenseLinear, Kernels, Split, Table, affine_codes,
-                              affine_layout, head4_codes, head4_layout, quantize_rows)
+from xtc.infer.layers import AffineLinear, BinaryLinear, DenseLinear, Kernels, Split, Table, quantize_rows
+from xtc.infer.layouts import affine_codes, affine_layout, head4_codes, head4_layout, scale_min_layout
 from xtc.infer.runtime import Runtime, load_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,6 +272,23 @@ def test_the_kernel_layouts_round_trip(bits):
         np.testing.assert_array_equal(affine_codes(layout, bits, rows, cols), codes)
     codes = rng.integers(0, 16, (9, 96)).astype(np.uint8)
     np.testing.assert_array_equal(head4_codes(head4_layout(codes)), codes)
+
+
+@pytest.mark.parametrize("rows", [(32, 16, 48), (32, 20)])
+def test_fused_affine_linears_hold_the_codes_scales_and_mins_of_their_parts_in_order(rows):
+    rng = np.random.default_rng(len(rows))
+    parts, codes = [], []
+    for n in rows:
+        c = rng.integers(0, 8, (n, 64)).astype(np.uint8)
+        scale = rng.uniform(0.01, 0.02, (n, 2)).astype(np.float16)
+        parts.append(AffineLinear(c, 3, scale, -scale, rng.standard_normal(n).astype(np.float32)))
+        codes.append(c)
+    fused = AffineLinear.concat(parts)
+    np.testing.assert_array_equal(fused.weights, affine_layout(np.concatenate(codes), 3))
+    np.testing.assert_array_equal(fused.codes(), np.concatenate(codes))
+    np.testing.assert_array_equal(fused.sm, scale_min_layout(fused.scale, fused.mins))
+    np.testing.assert_array_equal(fused.bias, np.concatenate([p.bias for p in parts]))
+    assert fused.out_features == sum(rows)
 
 
 # -- whole models in the packed format v2, written with numpy ----------------------------------------

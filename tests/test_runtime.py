@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.tiny import build_model
+from xtc.core.errors import XtcError
 from xtc.core.format import weight_files_mb
 from xtc.infer import kernels as _kernels  # tests take a `kernels` parameter
 from xtc.infer.layers import BinaryLinear, Kernels
@@ -285,3 +286,17 @@ def test_thread_count_holds_on_worker_threads(models, tokenizer):
     finally:
         torch.set_num_threads(torch_threads)
         lib.xtc_set_threads(Runtime(models["llama", "plain"], tokenizer).threads)
+
+
+def test_the_rotary_base_is_read_from_either_config_spelling_and_other_rotary_types_are_refused():
+    from xtc.export.gguf import _rope_theta
+    from xtc.infer.spec import Unsupported, rope_theta
+
+    assert rope_theta({}) == 10000.0
+    assert rope_theta({"rope_theta": 100000.0}) == 100000.0
+    assert rope_theta({"rope_parameters": {"rope_type": "default", "rope_theta": 5e5}}) == 5e5
+    for config in ({"rope_scaling": {"type": "linear", "factor": 2.0}}, {"partial_rotary_factor": 0.5}):
+        with pytest.raises(Unsupported):
+            rope_theta(config)
+        with pytest.raises(XtcError, match="GGUF export: rope type"):
+            _rope_theta(config)

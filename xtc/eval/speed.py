@@ -12,7 +12,6 @@ directory, so `rss_mb` is what such a runtime costs.
 
 from __future__ import annotations
 
-import resource
 import statistics
 import sys
 import sysconfig
@@ -24,6 +23,7 @@ import numpy as np
 from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.format import weight_files_mb
+from xtc.core.memory import peak_rss_mb, rss_mb
 from xtc.infer.runtime import load_runtime
 from xtc.infer.tokenizer import decode_exact
 
@@ -91,7 +91,7 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = def
         p, d, _, _ = generate(rt, tok, warm_text, new_tokens)  # the cache holds the cold request
         warm.append(p + d)
     path = rt.source.path  # None for a hub id: no local files to size
-    rss = _rss_mb()
+    rss = rss_mb()
     decode = statistics.median(decode_s)
     return {
         "model": src,
@@ -101,7 +101,7 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = def
         "decode_tokens_per_s": round((new_tokens - 1) / decode, 1) if new_tokens > 1 and decode > 0 else None,
         "latency_ms": round(1000 * statistics.median(cold), 1),
         "warm_latency_ms": round(1000 * statistics.median(warm), 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "load_s": round(load_s, 2),
         "prompt": source,
         "prompt_tokens": n_prompt,
@@ -116,15 +116,3 @@ def run_bench(src: str, prompt_text: str | None = None, prompt_tokens: int = def
         "warm_latency_ms_runs": [round(1000 * s, 1) for s in warm],
     }
 
-
-def _rss_mb() -> float:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 1e6
-    except ImportError:  # pragma: no cover
-        return _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # Linux reports KiB

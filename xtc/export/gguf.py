@@ -30,18 +30,17 @@ import numpy as np
 
 from xtc.core.errors import XtcError
 from xtc.export.weights import Weights
+from xtc.infer.spec import Unsupported, rope_theta
 
 DTYPES = {"f16": np.float16, "f32": np.float32}
 
 
 # -- hyperparameters ----------------------------------------------------------------------------------
 def _rope_theta(config: dict) -> float:
-    params = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling") or {}
-    kind = params.get("rope_type") or params.get("type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind != "default" or config.get("partial_rotary_factor", 1.0) != 1.0:
-        raise XtcError(f"GGUF export: rotary embedding type {kind!r} is not supported (only the default one)")
-    return float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
+    try:
+        return rope_theta(config)
+    except Unsupported as exc:
+        raise XtcError(f"GGUF export: {exc} is not supported (only the default rotary embedding)") from None
 
 
 def _hyperparameters(writer, weights: Weights) -> None:

@@ -14,7 +14,7 @@ scale and min per output row and group, `w = scale * q + min`. One linear class 
 The last two quantise their input per token to int8 exactly as the training side does
 (`quantize_rows`), sum integer products exactly, and apply scales and mins per group in fp32, so
 the result equals the fake-quantised student's up to float rounding. The on-disk layout is fixed;
-the in-memory layouts below are the kernels' (see the comments at the top of each .cpp file).
+the in-memory layouts are the kernels' (`xtc.infer.layouts`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from xtc.core.format import dequantize_affine
+from xtc.infer.layouts import affine_codes, affine_layout, head4_codes, head4_layout, round_up, scale_min_layout
 
 
 class Kernels:
     """What layers need from their runtime: the compiled library (None: numpy), how the matrix
-    kernels split work, and reusable scratch memory. `Runtime` is one; tests and benchmarks make
+    kernels split work, and reusable scratch memory. `Runtime.ops` is one; tests and benchmarks make
     their own around a library."""
 
     gemv_rows = 4  # up to this many tokens use the matrix-vector kernels
@@ -66,10 +67,6 @@ def _fp16_exact(a) -> np.ndarray:
     return as_f32(np.asarray(a, np.float32).astype(np.float16))
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 # -- linear layers ------------------------------------------------------------------------------
 def quantize_rows(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """The training side's `quantize_activations` in numpy: integer codes (fp32) and a scale per row."""
@@ -102,7 +99,7 @@ class DenseLinear:
         """Switch to the kernel layout (once; frees the row-major copy)."""
         if self.panels is None:
             n, k = self.weight.shape
-            padded = np.zeros((_round_up(n, 16), k), np.float32)
+            padded = np.zeros((round_up(n, 16), k), np.float32)
             padded[:n] = self.weight
             self.panels = np.ascontiguousarray(padded.reshape(-1, 16, k).transpose(0, 2, 1))
             self._weight = None
@@ -184,7 +181,7 @@ def _padding(in_features: int, groups: int) -> tuple[int, int, bool]:
     the width to whole 32-weight chunks (zero codes meet zero activations: no contribution);
     real groups must be whole chunks already."""
     if groups == 1:
-        padded = _round_up(in_features, 32)
+        padded = round_up(in_features, 32)
         return padded, padded, True
     group = in_features // groups
     return in_features, group, group % 32 == 0
@@ -194,15 +191,14 @@ class BinaryLinear(Int8Linear):
     """1-bit codes b (bit-packed, little-endian along the input) with a scale and min per row or
     group, w = scale * b + min, on 8-bit activations. Decoding: the lookup-table GEMV. Prefill: the
     bit-expanding GEMM, or on AVX-512 VNNI kernels the affine kernel's 1-bit tiles (vpdpbusd on
-    the bits unpacked in registers: ~2.5x faster there; the same on AVX2, so AVX2 keeps the
-    original)."""
+    the bits unpacked in registers: faster there, no faster on AVX2; see docs/decode-speed.md)."""
 
     def __init__(self, bits: np.ndarray, scale: np.ndarray, mins: np.ndarray, in_features: int,
                  bias: np.ndarray | None = None):
         rows, groups = scale.shape
         self.out_features, self.in_features = rows, in_features
         self.padded, self.kgroup, self.kernel_ok = _padding(in_features, groups)
-        width = _round_up(self.padded, 8) // 8
+        width = round_up(self.padded, 8) // 8
         packed = np.zeros((rows, width), np.uint8)
         packed[:, :min(width, bits.shape[1])] = bits[:, :width]
         if in_features % 8:  # clear bits past the real width in the last byte
@@ -230,7 +226,7 @@ class BinaryLinear(Int8Linear):
     def _layouts(self) -> None:
         # The matrix kernel wants scales and mins as (groups, rows rounded up to 32).
         rows, groups = self.scale.shape
-        self.rows8, self.rows32 = _round_up(rows, 8), _round_up(rows, 32)
+        self.rows8, self.rows32 = round_up(rows, 8), round_up(rows, 32)
         self.scale_t = np.zeros((groups, self.rows32), np.float32)
         self.scale_t[:, :rows] = self.scale.T
         self.min_t = np.zeros((groups, self.rows32), np.float32)
@@ -279,69 +275,13 @@ class BinaryLinear(Int8Linear):
                             np.concatenate([p.mins for p in parts]), parts[0].in_features, _concat_bias(parts))
 
 
-# The affine kernels' weight layout (xtc/infer/kernels/affine.cpp): rows in blocks of 16, inputs
-# in chunks of 32 (8 steps of 4); a chunk of a block is 64-byte units, in each unit row i owns
-# bytes 4i..4i+3 and bit field f of unit u holds step u * (8 / width) + f. 3-bit codes: two units
-# of their low 2 bits, then one unit of their high bit.
-def _to_units(q: np.ndarray, width: int) -> np.ndarray:
-    """(blocks, chunks, 8 steps, 16 rows, 4) codes < 2**width -> (blocks, chunks, units, 64) bytes."""
-    per_unit = 8 // width
-    b, c = q.shape[:2]
-    fields = q.reshape(b, c, 8 // per_unit, per_unit, 16, 4)
-    out = np.zeros((b, c, 8 // per_unit, 16, 4), np.uint8)
-    for f in range(per_unit):
-        out |= fields[:, :, :, f] << np.uint8(width * f)
-    return out.reshape(b, c, -1, 64)
-
-
-def _from_units(units: np.ndarray, width: int) -> np.ndarray:
-    """Inverse of `_to_units`."""
-    per_unit = 8 // width
-    b, c, n = units.shape[:3]
-    shifts = (np.arange(per_unit, dtype=np.uint8) * width)[:, None, None]
-    fields = (units.reshape(b, c, n, 1, 16, 4) >> shifts) & np.uint8((1 << width) - 1)
-    return fields.reshape(b, c, n * per_unit, 16, 4)
-
-
-def affine_layout(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Codes (rows, cols) -> (blocks, chunks, 64 * bits) bytes; rows padded to 16, cols to 32."""
-    rows, cols = codes.shape
-    q = np.zeros((_round_up(rows, 16), _round_up(cols, 32)), np.uint8)
-    q[:rows, :cols] = codes
-    q = q.reshape(q.shape[0] // 16, 16, q.shape[1] // 32, 8, 4).transpose(0, 2, 3, 1, 4)
-    if bits == 3:
-        out = np.concatenate([_to_units(q & 3, 2), _to_units(q >> 2, 1)], axis=2)
-    else:
-        out = _to_units(q, bits)
-    return np.ascontiguousarray(out.reshape(out.shape[0], out.shape[1], -1))
-
-
-def affine_codes(layout: np.ndarray, bits: int, rows: int, cols: int) -> np.ndarray:
-    """Inverse of `affine_layout`: codes (rows, cols)."""
-    b, c = layout.shape[:2]
-    units = layout.reshape(b, c, -1, 64)
-    q = _from_units(units[:, :, :2], 2) | (_from_units(units[:, :, 2:], 1) << np.uint8(2)) if bits == 3 \
-        else _from_units(units, bits)
-    return np.ascontiguousarray(q.transpose(0, 3, 1, 2, 4).reshape(b * 16, c * 32)[:rows, :cols])
-
-
-def scale_min_layout(scale: np.ndarray, mins: np.ndarray, block: int = 16) -> np.ndarray:
-    """(rows, groups) fp16 scales and mins -> (row blocks, groups, 2 * block) as uint16 (fp16 bits):
-    per block and group, `block` scales then `block` mins."""
-    rows, groups = scale.shape
-    padded = _round_up(rows, block)
-    both = np.zeros((2, padded, groups), np.float16)
-    both[0, :rows], both[1, :rows] = scale, mins
-    out = both.reshape(2, padded // block, block, groups).transpose(1, 3, 0, 2)
-    return np.ascontiguousarray(out.reshape(padded // block, groups, 2 * block)).view(np.uint16)
-
-
 class AffineLinear(Int8Linear):
     """2-, 3- or 4-bit codes q with a scale and min per row or group, w = scale * q + min, on 8-bit
     activations (k-bit GEMM for prefill, GEMV for decoding: `xtc_affine`)."""
 
     def __init__(self, codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray,
-                 bias: np.ndarray | None = None):
+                 bias: np.ndarray | None = None, *, layout: np.ndarray | None = None):
+        """`layout`: the codes already in the kernels' layout (`codes` is then only read for its shape)."""
         if bits not in (2, 3, 4):
             raise ValueError(f"AffineLinear runs 2-, 3- and 4-bit codes, not {bits}")
         rows, cols = codes.shape
@@ -349,7 +289,7 @@ class AffineLinear(Int8Linear):
         self.padded, self.kgroup, self.kernel_ok = _padding(cols, scale.shape[1])
         self.scale, self.mins = _fp16_exact(scale), _fp16_exact(mins)  # what the kernels read
         self.bias = None if bias is None else as_f32(bias)
-        self.weights = affine_layout(codes, bits)
+        self.weights = affine_layout(codes, bits) if layout is None else layout
         self.sm = scale_min_layout(self.scale, self.mins)
         self._dense: np.ndarray | None = None
         self.ptrs = (self.weights.ctypes.data, self.sm.ctypes.data, _ptr(self.bias))
@@ -368,9 +308,12 @@ class AffineLinear(Int8Linear):
 
     @staticmethod
     def concat(parts: list["AffineLinear"]) -> "AffineLinear":
-        return AffineLinear(np.concatenate([p.codes() for p in parts]), parts[0].bits,
-                            np.concatenate([p.scale for p in parts]), np.concatenate([p.mins for p in parts]),
-                            _concat_bias(parts))
+        scale, mins = np.concatenate([p.scale for p in parts]), np.concatenate([p.mins for p in parts])
+        if all(p.out_features % 16 == 0 for p in parts):  # whole row blocks: join the layouts as they are
+            shape = np.empty((sum(p.out_features for p in parts), parts[0].in_features), np.uint8)
+            return AffineLinear(shape, parts[0].bits, scale, mins, _concat_bias(parts),
+                                layout=np.concatenate([p.weights for p in parts]))
+        return AffineLinear(np.concatenate([p.codes() for p in parts]), parts[0].bits, scale, mins, _concat_bias(parts))
 
 
 def quantized_linear(codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray, bias: np.ndarray | None,
@@ -443,20 +386,6 @@ class Work:
 
 
 # -- embedding tables ---------------------------------------------------------------------------
-def head4_layout(codes: np.ndarray) -> np.ndarray:
-    """4-bit table codes (rows, dim), dim % 32 == 0 -> (rows, dim / 2) bytes: per chunk of 32,
-    byte i = q[i] | q[16 + i] << 4 (xtc_gemv_u4f unpacks 16 codes with one mask or shift)."""
-    rows, dim = codes.shape
-    q = codes.reshape(rows, dim // 32, 2, 16)
-    return np.ascontiguousarray((q[:, :, 0] | (q[:, :, 1] << np.uint8(4))).reshape(rows, dim // 2))
-
-
-def head4_codes(layout: np.ndarray) -> np.ndarray:
-    rows, half = layout.shape
-    b = layout.reshape(rows, half // 16, 16)
-    return np.stack([b & np.uint8(15), b >> np.uint8(4)], axis=2).reshape(rows, 2 * half)
-
-
 class Table:
     """An embedding table that doubles as the output head: fp32 (`weight`), or integer codes with a
     scale and min per row or group (`Table.quantized`), kept as

@@ -1,22 +1,13 @@
-"""CPU inference for plain and compressed models: a lean forward pass with a key/value cache
-that is reused across calls for the unchanged prefix.
+"""CPU inference for plain and compressed models: `Runtime(...).prefill(ids)` then `step(token)`,
+over a key/value cache (`xtc.infer.kv_cache`) reused across calls for the unchanged prefix.
 
-The runtime holds its weights as numpy arrays (`xtc.infer.layers`, built by `xtc.infer.spec`) and
-runs on small compiled kernels (`xtc.infer.kernels`: C++ built once with g++ for the best
-instruction set the CPU has, AVX-512 VNNI or AVX2, loaded with ctypes), falling back to numpy
-where they are missing (`Runtime.kernels` says which run). It never imports torch or transformers for
-a packed or Hugging Face model directory: weights come straight from the safetensors file, still
-bit-packed, and the tokenizer from `tokenizer.json`. That keeps the process small (torch alone
-costs ~230 MB of RSS) and starts fast. `Runtime(model, tokenizer)` also accepts a transformers
-model (plain or fake-quantised), reading its weights once; sources the direct reader cannot read
-(`.gguf`, hub ids, directories without safetensors) are loaded through transformers that way, with
-a warning that says why.
-
-A block whose linears all run on 8-bit activations (1- to 4-bit weights) runs as ten kernel
-calls on preallocated buffers (norm and quantisation fused, q/k/v and gate/up fused, residual adds
-in the matmul epilogue); the last layer of a prefill computes attention and MLP for the last
-position only (the only one the head reads). The output head multiplies the embedding table
-(4-bit, 8-bit or fp32) directly.
+The weights come as a `Spec` of numpy layers (`xtc.infer.layers`, read by `xtc.infer.spec`
+straight from safetensors, still bit-packed, without torch); the compiled kernels
+(`xtc.infer.kernels`) are a member, `ops`, and numpy runs what they cannot. A block runs one of two
+ways: `_block`, one call per layer (the reference: numpy, or the kernels per linear), or
+`_block_fused`, ten kernel calls on preallocated buffers when all its linears run on 8-bit
+activations (norm + quantisation, q/k/v, gate/up and residual adds fused). What differs between
+architectures is in `ARCHITECTURES`.
 """
 
 from __future__ import annotations
@@ -24,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,9 +23,12 @@ from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.sources import Source, load_with_transformers, resolve
 from xtc.infer import kernels as kernels_lib
+from xtc.infer.kv_cache import KVCache
 from xtc.infer.layers import Block, Int8Linear, Kernels, Spec, Split, Work
 from xtc.infer.spec import Unsupported, spec_from_directory, spec_from_model
 from xtc.infer.tokenizer import load_tokenizer
+
+__all__ = ["ARCHITECTURES", "KVCache", "Runtime", "default_threads", "load_runtime"]
 
 log = logging.getLogger("xtc")
 
@@ -49,17 +43,22 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass
-class KVCache:
-    """Pre-allocated keys/values per layer, (kv heads, context, head dim); `length` tokens are valid."""
+@dataclass(frozen=True)
+class Architecture:
+    """How a block of one architecture computes its MLP (attention is the same for all)."""
 
-    keys: list
-    values: list
-    length: int = 0
-    tokens: list[int] = field(default_factory=list)
+    gated_mlp: bool  # Llama: down(act(gate) * up) from one fused gate/up linear; GPT-2: down(act(fc))
+    fused_activations: frozenset[str]  # activations the fused block's kernel computes
+    act_kernel: int  # that kernel's selector (xtc_act_quant: 0 SiLU x up, 1 tanh GELU)
 
 
-class Runtime(Kernels):
+ARCHITECTURES = {
+    "llama": Architecture(True, frozenset({"silu"}), 0),
+    "gpt2": Architecture(False, frozenset({"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}), 1),
+}
+
+
+class Runtime:
     """A model ready for CPU completion: `prefill(ids)` then `step(token)`, both returning
     next-token logits (a float32 numpy vector). Consecutive calls share the KV cache for the
     common prefix."""
@@ -72,7 +71,7 @@ class Runtime(Kernels):
         XTC_KERNELS forces), a variant name ("avx2", "avx512-vnni") asks for that one, False
         forces the numpy path (for tests)."""
         self.threads = threads or default_threads()
-        super().__init__(None if kernels is False else kernels_lib.load(None if kernels is True else kernels))
+        self.ops = Kernels(None if kernels is False else kernels_lib.load(None if kernels is True else kernels))
         self.kernels = kernels_lib.name(self.lib)  # "avx512-vnni", "avx2" or "numpy"
         self.kernels_error = None if self.lib is not None or kernels is False else kernels_lib.error
         if self.lib is not None:
@@ -84,8 +83,9 @@ class Runtime(Kernels):
             torch.set_num_threads(self.threads)
         self.spec, self.tokenizer, self.name = spec, tokenizer, name
         self.config = getattr(model, "config", None)
-        self.arch = spec.arch
-        self.is_llama = spec.arch == "llama"
+        if spec.arch not in ARCHITECTURES:
+            raise XtcError(f"the runtime has no block code for the {spec.arch!r} architecture")
+        self.arch = ARCHITECTURES[spec.arch]
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.n_kv_heads, spec.head_dim
         self.max_context = min(max_context, spec.positions)
         if spec.rope is not None and len(spec.rope[0]) < self.max_context:  # the kernels read them unchecked
@@ -95,17 +95,20 @@ class Runtime(Kernels):
         self.attn_scale = spec.attn_scale or 1.0 / math.sqrt(self.head_dim)
         self.loader = "model"
         self.source: Source | None = None  # set by load_runtime
-        self.cache = self._empty_cache()
+        self.cache = KVCache.allocate(len(self.blocks), self.n_kv_heads, self.head_dim, self.max_context)
+        self._kv_ptrs, self._cap = self.cache.pointers(), self.cache.capacity
         self.fused = [self._can_fuse(b) for b in self.blocks]
         if self.lib is not None:  # kernel layouts, once (fp32 panels; AVX-512's 1-bit tiles)
             for b in self.blocks:
                 for lin in (b.qkv, b.out, b.up, b.down):
-                    lin.prepare(self)
-        self._works: dict[int, list[Work]] = {}
-        if self.spec.rope is not None:
-            self._rope_ptrs = (self.spec.rope[0].ctypes.data, self.spec.rope[1].ctypes.data)
-        else:
-            self._rope_ptrs = (None, None)
+                    lin.prepare(self.ops)
+        self._works: dict[tuple, Work] = {}
+        self._rope_ptrs = (None, None) if spec.rope is None else (spec.rope[0].ctypes.data, spec.rope[1].ctypes.data)
+
+    @property
+    def lib(self):
+        """The compiled kernel library (ctypes), or None: numpy runs everything."""
+        return self.ops.lib
 
     def _can_fuse(self, block: Block) -> bool:
         """A block whose four linears run on the integer kernels runs as a few fused kernel calls."""
@@ -114,33 +117,19 @@ class Runtime(Kernels):
         linears = (block.qkv, block.out, block.up, block.down)
         if not all(isinstance(lin, (Int8Linear, Split)) and lin.kernel_ok for lin in linears):
             return False
-        act = self.spec.activation
-        return act == "silu" if self.is_llama else act in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+        return self.spec.activation in self.arch.fused_activations
 
-    def _work(self, n: int, block: Block) -> "Work":
+    def _work(self, n: int, block: Block) -> Work:
         """Buffers for a fused block; kept for decoding-sized calls, fresh for a long prefill."""
         linears = (block.qkv, block.out, block.up, block.down)
         width = max(lin.padded for lin in linears)
         groups = max(lin.groups for lin in linears)
-        if n > self.gemv_rows:
+        if n > self.ops.gemv_rows:
             return Work(n, width, groups, block, self.n_heads * self.head_dim)
         key = (n, width, groups, block.qkv.out_features, block.up.out_features)
         if key not in self._works:
             self._works[key] = Work(n, width, groups, block, self.n_heads * self.head_dim)
         return self._works[key]
-
-    def _empty_cache(self) -> KVCache:
-        """Keys in panels of 16 positions (kv heads, capacity / 16, head dim, 16), so the attention
-        kernel reads 16 keys x head dim contiguously; values (kv heads, capacity, head dim). The
-        capacity is the context rounded up to 16."""
-        cap = -(-self.max_context // 16) * 16
-        kv, hd = self.n_kv_heads, self.head_dim
-        # np.zeros maps untouched pages lazily: only the context actually used costs memory.
-        cache = KVCache([np.zeros((kv, cap // 16, hd, 16), np.float32) for _ in self.blocks],
-                        [np.zeros((kv, cap, hd), np.float32) for _ in self.blocks])
-        self._kv_ptrs = [(k.ctypes.data, v.ctypes.data) for k, v in zip(cache.keys, cache.values)]
-        self._cap = cap
-        return cache
 
     @property
     def vocab_size(self) -> int:
@@ -157,8 +146,7 @@ class Runtime(Kernels):
         if start + n > self.max_context:
             raise ValueError(f"context of {start + n} tokens exceeds the runtime's {self.max_context}")
         spec = self.spec
-        tokens = np.asarray(ids, dtype=np.int64)
-        x = spec.embed.lookup(tokens)
+        x = spec.embed.lookup(np.asarray(ids, dtype=np.int64))
         if spec.pos_embed is not None:
             x = x + spec.pos_embed.lookup(np.arange(start, start + n))
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -169,29 +157,31 @@ class Runtime(Kernels):
             only_last = i == last and n > 1 and not all_logits
             if self.fused[i]:
                 self._block_fused(i, block, x, start, n, only_last)
-                if only_last:
-                    x = x[-1:]
-            elif only_last:
-                x = x[-1:] + self._attention(i, block, block.norm1(x, self), start, n, only_last=True)
-                x += self._mlp(block, block.norm2(x, self))
+                x = x[-1:] if only_last else x
             else:
-                x += self._attention(i, block, block.norm1(x, self), start, n)
-                x += self._mlp(block, block.norm2(x, self))
+                x = self._block(i, block, x, start, n, only_last)
         self.cache.length = start + n
         self.cache.tokens.extend(ids)
-        h = spec.final_norm(x if all_logits else x[-1:], self)
-        logits = spec.head.project(h, self)
+        h = spec.final_norm(x if all_logits else x[-1:], self.ops)
+        logits = spec.head.project(h, self.ops)
         return logits if all_logits else logits[0]
+
+    def _block(self, i: int, b: Block, x: np.ndarray, start: int, n: int, only_last: bool) -> np.ndarray:
+        """The reference block: x + attention(norm1 x), then + mlp(norm2 x)."""
+        att = self._attention(i, b, b.norm1(x, self.ops), start, n, only_last)
+        x = x[-1:] + att if only_last else x + att
+        x += self._mlp(b, b.norm2(x, self.ops))
+        return x
 
     def _block_fused(self, i: int, b: Block, x: np.ndarray, start: int, n: int, only_last: bool) -> None:
         """One integer-kernel block in place on the residual stream x: ten kernel calls, no temporaries."""
-        lib, w = self.lib, self._work(n, b)
+        lib, w, ops = self.lib, self._work(n, b), self.ops
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
         D, width = x.shape[1], b.qkv.out_features
         xp = x.ctypes.data
         n1, n2 = b.norm1, b.norm2
         lib.xtc_norm_quant(xp, n, D, *n1.ptrs, n1.eps, int(n1.rms), b.qkv.padded, b.qkv.kgroup, w.q, w.sx, w.qsum)
-        b.qkv.run(self, n, w, w.qkv, width, 0)
+        b.qkv.run(ops, n, w, w.qkv, width, 0)
         kp, vp = self._kv_ptrs[i]
         lib.xtc_rope_kv(w.qkv, n, start, H, KV, hd, width, *self._rope_ptrs, kp, vp, self._cap)
         q, m = w.qkv, n
@@ -199,16 +189,16 @@ class Runtime(Kernels):
             q, m, start, xp = q + 4 * (n - 1) * width, 1, start + n - 1, xp + 4 * (n - 1) * D
         lib.xtc_attention(m, start, H, KV, hd, q, width, kp, vp, self._cap, w.att, H * hd, self.attn_scale)
         lib.xtc_quant(w.att, m, H * hd, H * hd, b.out.padded, b.out.kgroup, w.q, w.sx, w.qsum)
-        b.out.run(self, m, w, xp, D, 1)
+        b.out.run(ops, m, w, xp, D, 1)
         lib.xtc_norm_quant(xp, m, D, *n2.ptrs, n2.eps, int(n2.rms), b.up.padded, b.up.kgroup, w.q, w.sx, w.qsum)
-        b.up.run(self, m, w, w.gu, b.up.out_features, 0)
-        lib.xtc_act_quant(0 if self.is_llama else 1, w.gu, m, b.down.in_features, b.up.out_features, b.down.padded,
+        b.up.run(ops, m, w, w.gu, b.up.out_features, 0)
+        lib.xtc_act_quant(self.arch.act_kernel, w.gu, m, b.down.in_features, b.up.out_features, b.down.padded,
                           b.down.kgroup, w.q, w.sx, w.qsum)
-        b.down.run(self, m, w, xp, D, 1)
+        b.down.run(ops, m, w, xp, D, 1)
 
     def _attention(self, i: int, block: Block, h: np.ndarray, start: int, n: int, only_last: bool = False) -> np.ndarray:
         H, KV, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = block.qkv(h, self)  # (n, (H + 2 KV) hd)
+        qkv = block.qkv(h, self.ops)  # (n, (H + 2 KV) hd)
         width = qkv.shape[1]
         lib = self.lib
         if self.spec.rope is not None:
@@ -218,10 +208,7 @@ class Runtime(Kernels):
             else:
                 qk = qkv[:, :(H + KV) * hd].reshape(n, H + KV, hd)
                 qk[:] = _rotate(qk, cos[start:start + n, None], sin[start:start + n, None])
-        keys, values = self.cache.keys[i], self.cache.values[i]
-        pos = np.arange(start, start + n)
-        keys[:, pos // 16, :, pos % 16] = qkv[:, H * hd:(H + KV) * hd].reshape(n, KV, hd)
-        values[:, start:start + n] = qkv[:, (H + KV) * hd:].reshape(n, KV, hd).transpose(1, 0, 2)
+        self.cache.store(i, start, qkv[:, H * hd:(H + KV) * hd].reshape(n, KV, hd), qkv[:, (H + KV) * hd:].reshape(n, KV, hd))
         if only_last:
             qkv, start, n = qkv[-1:], start + n - 1, 1
         out = np.empty((n, H * hd), np.float32)
@@ -229,12 +216,13 @@ class Runtime(Kernels):
             lib.xtc_attention(n, start, H, KV, hd, qkv.ctypes.data, width, *self._kv_ptrs[i], self._cap,
                               out.ctypes.data, H * hd, self.attn_scale)
         else:
-            out[:] = _attention_numpy(qkv[:, :H * hd].reshape(n, H, hd), keys, values, start, self.attn_scale)
-        return block.out(out, self)
+            out[:] = _attention_numpy(qkv[:, :H * hd].reshape(n, H, hd), self.cache.keys[i], self.cache.values[i],
+                                      start, self.attn_scale)
+        return block.out(out, self.ops)
 
     def _mlp(self, block: Block, h: np.ndarray) -> np.ndarray:
-        a = block.up(h, self)
-        if self.is_llama:
+        a = block.up(h, self.ops)
+        if self.arch.gated_mlp:
             f = a.shape[1] // 2
             if self.lib is not None and self.spec.activation == "silu":
                 out = np.empty((a.shape[0], f), np.float32)
@@ -246,7 +234,7 @@ class Runtime(Kernels):
             self.lib.xtc_gelu_tanh(a.ctypes.data, a.size)
         else:
             a = _activate(a, self.spec.activation)
-        return block.down(np.ascontiguousarray(a), self)
+        return block.down(np.ascontiguousarray(a), self.ops)
 
     # -- prefix reuse ---------------------------------------------------------------------------
     def prefill(self, ids: list[int]) -> np.ndarray:
@@ -254,21 +242,14 @@ class Runtime(Kernels):
         call (typing one character re-reads a token or two, not the whole prompt)."""
         if not ids:
             raise ValueError("prefill needs at least one token")
-        cached = self.cache.tokens
-        common = 0
-        limit = min(len(cached), len(ids) - 1)  # always feed at least one token to get logits
-        while common < limit and cached[common] == ids[common]:
-            common += 1
-        self.cache.length = common
-        del self.cache.tokens[common:]
+        common = self.cache.keep_prefix(ids)
         return self.forward(ids[common:])
 
     def step(self, token: int) -> np.ndarray:
         return self.forward([token])
 
     def reset(self) -> None:
-        self.cache.length = 0
-        self.cache.tokens.clear()
+        self.cache.clear()
 
 
 def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:

@@ -68,14 +68,20 @@ def _attn_scale(config: dict, head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)
 
 
-def rope_tables(config: dict, length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin (length, head dim) of the default rotary embedding, as transformers computes them."""
+def rope_theta(config: dict) -> float:
+    """The base frequency of a Hugging Face config's rotary embedding (read by the runtime and the
+    GGUF export); Unsupported for any rotary type but the default one."""
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or {}
     kind = params.get("rope_type") or params.get("type") or scaling.get("rope_type") or scaling.get("type") or "default"
     if kind != "default" or config.get("partial_rotary_factor", 1.0) != 1.0:
         raise Unsupported(f"rope type {kind}")
-    theta = params.get("rope_theta") or config.get("rope_theta") or 10000.0
+    return float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
+
+
+def rope_tables(config: dict, length: int, head_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin (length, head dim) of the default rotary embedding, as transformers computes them."""
+    theta = rope_theta(config)
     # As transformers computes it: inv_freq in fp32, positions x inv_freq in fp32.
     inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))).astype(np.float32)
     freqs = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]

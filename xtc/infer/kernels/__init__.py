@@ -213,10 +213,9 @@ def _open(variant: str) -> ctypes.CDLL:
 
 def _spin_briefly() -> None:
     # OpenMP threads spin ~300k iterations at each barrier before sleeping. On a machine shared
-    # with other busy programs (another OpenMP/torch process above all), two spinning teams
-    # starve each other: decoding measured 100x slower. A short spin keeps the quiet speed
-    # (regions follow each other within microseconds) and yields the cores under load. Only
-    # effective if libgomp is not loaded yet (it reads its settings once).
+    # with other busy programs, spinning teams starve each other (measured in
+    # docs/decode-speed.md). A short spin keeps the quiet speed and yields the cores under load.
+    # Only effective if libgomp is not loaded yet (it reads its settings once).
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = "1000"
 
