@@ -210,6 +210,20 @@ def load_completer(src: str):
     return Completer(load_runtime(source, threads=int(threads) if threads.isdigit() and int(threads) > 0 else None))
 
 
+def min_mean_logprob() -> float | None:
+    """The junk rules' threshold: `XTC_MIN_MEAN_LOGPROB` when set (a number, or "none" to show
+    every suggestion, loops included), else the default."""
+    value = os.environ.get(defaults.MIN_MEAN_LOGPROB_ENV, "").strip()
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value) if value else defaults.MIN_MEAN_LOGPROB
+    except ValueError:
+        log.warning("ignoring %s=%r (not a number)", defaults.MIN_MEAN_LOGPROB_ENV,
+                    os.environ.get(defaults.MIN_MEAN_LOGPROB_ENV))
+        return defaults.MIN_MEAN_LOGPROB
+
+
 # -- the engine ---------------------------------------------------------------------------------
 class Engine:
     """Suggestions for documents, one inference at a time on a worker thread."""
@@ -380,7 +394,7 @@ class Engine:
             result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
                                         context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done,
                                         filename=file_name(job.request.document), language=job.request.language,
-                                        context=context, min_mean_logprob=defaults.MIN_MEAN_LOGPROB)
+                                        context=context, min_mean_logprob=min_mean_logprob())
         text = "" if result.cancelled or not result.text.strip() else result.text
         if text and completer is self.completer:
             with self._lock:

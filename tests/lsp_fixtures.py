@@ -138,7 +138,8 @@ async def lsp_session(options: Any, home: Path, wait_ready: bool = True) -> Asyn
     def status(params: Any) -> None:  # the model's load state (pygls gives a namedtuple)
         client.xtc_statuses.append(params if isinstance(params, dict) else params._asdict())
     # One thread: tiny models gain nothing from more, and a busy 2-core machine makes them crawl.
-    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1"}
+    # Tiny models are unsure of everything: the server shows their suggestions like the library does.
+    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1", "XTC_MIN_MEAN_LOGPROB": "none"}
     await client.start_io(sys.executable, "-m", "lsp_server", env=env)
     try:
         result = await client.initialize_session(t.InitializeParams(capabilities=CAPABILITIES,

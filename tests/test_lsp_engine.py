@@ -376,3 +376,17 @@ def test_a_suggestion_that_rewrites_the_closing_brackets_replaces_them():
     engine = ready(fake)
     answer = engine.complete(Request("file:///a.py", "with open():\n", 0, 10))
     assert answer.text == 'path, "r") as f:' and answer.replace_units == 2
+
+
+def test_the_server_withholds_suggestions_the_model_is_unsure_of(monkeypatch):
+    fake = FakeCompleter()
+    engine = ready(fake)
+    monkeypatch.delenv("XTC_MIN_MEAN_LOGPROB")
+    engine.complete(request("x = "))
+    assert fake.calls[-1]["min_mean_logprob"] == -1.0
+    monkeypatch.setenv("XTC_MIN_MEAN_LOGPROB", "-2.5")
+    engine.complete(request("y = "))
+    assert fake.calls[-1]["min_mean_logprob"] == -2.5
+    monkeypatch.setenv("XTC_MIN_MEAN_LOGPROB", "none")
+    engine.complete(request("z = "))
+    assert fake.calls[-1]["min_mean_logprob"] is None

@@ -20,7 +20,8 @@ SAMPLE = "# {name}\nimport os\n\n\ndef main():\n    path = os.pa"
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server():
     models = tiny_models()
-    async with lsp_session({"xtc": {"model": str(models.gpt2)}}, models.home) as session:
+    # The suggestions are compared with the library's on the file alone: no workspace context here.
+    async with lsp_session({"xtc": {"model": str(models.gpt2), "workspaceContext": False}}, models.home) as session:
         yield session
 
 
@@ -250,3 +251,10 @@ async def test_the_log_says_which_kernels_the_model_runs_on(server):
         assert time.monotonic() < deadline, "no kernels line in the client's log"
         await asyncio.sleep(0.02)
     assert lines[0].split()[1] == kernels.name(kernels.load())  # the server chose as this process does
+
+
+async def test_secret_files_get_no_suggestion(server):
+    for uri in ("file:///w/.env", "file:///w/deploy/server.key", "file:///w/.env.production"):
+        text = sample("secret")
+        server.open(uri, text)
+        assert await server.inline(uri, end_of(text)) == []

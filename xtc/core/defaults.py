@@ -111,3 +111,4 @@ CONTEXT_NEAR_COPY = 0.9  # a snippet this similar to the cursor's lines repeats 
 # on the first 200 random-cut items it hides 18% of the default student's suggestions, none of them
 # exact (benchmarks/junk_threshold.py, docs/workspace-context.md).
 MIN_MEAN_LOGPROB = -1.0
+MIN_MEAN_LOGPROB_ENV = "XTC_MIN_MEAN_LOGPROB"  # the server's threshold instead ("none": show every suggestion)

@@ -231,7 +231,8 @@ class Completer:
         """The suggestion at the cursor (`before` / `after`: the document's text around it).
         `filename` and `language` (the editor's language id) say what file it is (see `header`);
         `context`: the workspace block placed ahead of the file (`xtc.infer.context`);
-        `min_mean_logprob`: withhold a suggestion the model is less sure of (`rules.unsure`)."""
+        `min_mean_logprob`: withhold a suggestion the model is less sure of (`rules.unsure`) or
+        that repeats itself (`rules.repeats_itself`); None shows them (what `xtc eval` scores)."""
         started = time.perf_counter()
         if not before.strip():
             return Completion("", seconds=time.perf_counter() - started)
@@ -275,7 +276,7 @@ class Completer:
         hidden = ""
         if suggestion and rules.repeats_next_line(line_so_far, suggestion, after):
             hidden = "repeats_next_line"
-        elif suggestion and rules.repeats_itself(suggestion):
+        elif suggestion and min_mean_logprob is not None and rules.repeats_itself(suggestion):
             hidden = "repeats_itself"
         elif suggestion and rules.unsure(mean, min_mean_logprob):
             hidden = "unsure"
