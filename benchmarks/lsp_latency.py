@@ -1,6 +1,7 @@
 """Latency of `xtc-lsp` as an editor sees it, over stdio against the real server.
 
     python benchmarks/lsp_latency.py [--model SRC] [--context-tokens 500] [--repeats 5] [--json]
+                                     [--workspace DIR] [--no-workspace-context]
 
 Measures
 - process start -> first non-empty inline completion (the editor polls while the model loads),
@@ -131,9 +132,12 @@ async def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     await client.start_io(*server_command())
     try:
-        options = {"xtc": {"model": args.model, "maxNewTokens": args.max_new_tokens}}
+        options = {"xtc": {"model": args.model, "maxNewTokens": args.max_new_tokens,
+                           "workspaceContext": args.workspace_context}}
         caps = t.ClientCapabilities(window=t.WindowClientCapabilities(work_done_progress=True))
-        await client.initialize_async(t.InitializeParams(capabilities=caps, initialization_options=options))
+        folders = [t.WorkspaceFolder(args.workspace.resolve().as_uri(), args.workspace.name)] if args.workspace else None
+        await client.initialize_async(t.InitializeParams(capabilities=caps, initialization_options=options,
+                                                         workspace_folders=folders))
         client.initialized(t.InitializedParams())
         initialized = time.perf_counter()
 
@@ -175,6 +179,8 @@ async def run(args: argparse.Namespace) -> dict:
     median = lambda xs: round(statistics.median(xs), 1) if xs else None  # noqa: E731
     return {
         "model": args.model or "(installed default)",
+        "workspace": str(args.workspace) if args.workspace else None,
+        "workspace_context": args.workspace_context,
         "process_start_to_first_suggestion_ms": round(first_ms, 1),
         "initialized_to_model_ready_ms": round(ready_ms, 1),
         "context_tokens": round(statistics.median(prompt_tokens)),
@@ -195,6 +201,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="contexts measured (medians are reported)")
     parser.add_argument("--source", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "argparse.py")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--workspace", type=Path, help="a workspace folder the server indexes for context")
+    parser.add_argument("--no-workspace-context", dest="workspace_context", action="store_false",
+                        help="the setting workspaceContext off (the file alone)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))
