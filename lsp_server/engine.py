@@ -210,6 +210,16 @@ def load_completer(src: str):
     return Completer(load_runtime(source, threads=int(threads) if threads.isdigit() and int(threads) > 0 else None))
 
 
+def starts_block(before: str) -> bool:
+    """The cursor is on a fresh line after one that opens a block: a multi-line suggestion (the
+    block's body) is worth showing while typing too."""
+    from xtc.infer.rules import opens_block
+
+    *previous, line = before.split("\n")
+    last = next((p for p in reversed(previous) if p.strip()), None)
+    return not line.strip() and last is not None and opens_block(last)
+
+
 def min_mean_logprob() -> float | None:
     """The junk rules' threshold: `XTC_MIN_MEAN_LOGPROB` when set (a number, or "none" to show
     every suggestion, loops included), else the default."""
@@ -322,7 +332,8 @@ class Engine:
         offset, character = located if located else (0, 0)
         before, after = request.text[:offset], request.text[offset:]
         word = _WORD.search(before[before.rfind("\n") + 1:]).group(0) if located else ""
-        job = Job(request, before, after, request.invoked and settings.multiline, settings,
+        multiline = settings.multiline and (request.invoked or starts_block(before))
+        job = Job(request, before, after, multiline, settings,
                   Suggestion(line=request.line, character=character, word=word))
         key = (request.document, request.channel)
         with self._lock:

@@ -342,7 +342,6 @@ def test_other_open_documents_and_the_workspace_folder_give_context(tmp_path):
     context = fake.calls[-1]["context"]
     assert "parse_header_value" in context.text and "add_message" in context.text
     assert context.text.startswith("# Compare this snippet from pkg/")  # the tiny vocabulary has no repo tokens
-    assert fake.calls[-1]["min_mean_logprob"] is not None
 
 
 def test_without_workspace_context_the_prompt_is_the_file_alone(tmp_path):
@@ -390,3 +389,13 @@ def test_the_server_withholds_suggestions_the_model_is_unsure_of(monkeypatch):
     monkeypatch.setenv("XTC_MIN_MEAN_LOGPROB", "none")
     engine.complete(request("z = "))
     assert fake.calls[-1]["min_mean_logprob"] is None
+
+
+def test_with_multiline_a_fresh_line_after_a_block_opener_gets_the_block_while_typing():
+    fake = FakeCompleter()
+    engine = ready(fake, multiline=True)
+    engine.complete(request("def f(x):\n    "))
+    engine.complete(request("x = 1\n    "))
+    assert [c["multiline"] for c in fake.calls] == [True, False]
+    ready(fake, multiline=False).complete(request("def f(x):\n    "))
+    assert fake.calls[-1]["multiline"] is False
