@@ -96,8 +96,8 @@ class WorkspaceSources:
         with self._lock:
             dirty = [(u, self._documents[u]) for u in self._dirty if u in self._documents]
             self._dirty.clear()
-        for u, text in dirty:
-            if not self.excluded(self.name(u)):
+        for u, text in dirty:  # a huge buffer (a log, a data dump) is not worth indexing on every edit
+            if len(text) <= defaults.CONTEXT_MAX_FILE_BYTES and not self.excluded(self.name(u)):
                 workspace.set_document(self.name(u), text)
         return workspace.context(self.name(uri), before)
 
