@@ -327,8 +327,9 @@ def cmd_eval(args) -> int:
         complete = editor_completion(completer, workspace, max_new_tokens=args.max_new_tokens,
                                      context_tokens=args.context_tokens)
         result = {"model": args.model, **evaluate(complete, items, limit=args.limit, progress=not args.json,
-                                                  shard=args.shard, predictions=args.predictions, model=args.model),
-                  "context": context}
+                                                  shard=args.shard, predictions=args.predictions, model=args.model)}
+        if context is not None:  # which workspace context was used (no key: the file alone)
+            result["context"] = context
     _print(result, args.json, f"{result['model']}: n={result['n']} EM {result['exact_match']:.2f} "
                               f"ES {result['edit_similarity']:.2f} score {result['score']:.2f} "
                               f"({result['seconds']:.1f} s)")
