@@ -259,3 +259,22 @@ def test_eval_workspace_reports_the_context_and_never_shows_the_items_own_file(t
     block = workspace.context("pkg/own.py", item["input"])
     assert "helper_function" in block.text and "secret_answer_here" not in block.text
     assert isinstance(editor_completion(completer, workspace)(item["input"], "\n", "pkg/own.py").text, str)
+
+
+def test_compress_rejects_negative_counts_and_xtc_only_flags_with_blockwise(tmp_path):
+    import subprocess, sys
+    base = [sys.executable, "-m", "xtc", "compress", "--teacher", "t", "--method", "hybrid", "--data", str(tmp_path),
+            "--out", str(tmp_path / "o")]
+    for extra in (["--e2e-steps", "-5"], ["--eval-every", "-1"], ["--recipe", "blockwise", "--eval-every", "5"]):
+        r = subprocess.run(base + extra, capture_output=True, text=True)
+        assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_train_command_without_the_train_extra_says_what_to_install(tmp_path):
+    import subprocess, sys
+    blocker = ("import sys\nclass B:\n    def find_spec(self, name, *a):\n"
+               "        if name.partition('.')[0] in ('torch', 'transformers'): raise ModuleNotFoundError(name=name)\n"
+               "sys.meta_path.insert(0, B())\nfrom xtc.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", blocker, "compress", "--teacher", "t", "--method", "hybrid", "--data",
+                        str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 1 and "pip install 'codegpt-xtc[train]'" in r.stderr and "Traceback" not in r.stderr, r.stderr

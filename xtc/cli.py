@@ -29,13 +29,14 @@ def _positive(kind):
     return parse
 
 
-def _nonnegative(text: str) -> int:
+def _count(text: str) -> int:
+    """A count where 0 means never (e.g. --eval-every 0: no validation)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
     return value
 
 
@@ -141,14 +142,16 @@ def build_parser() -> Parser:
                    help="blockwise: learning rate of the latent weights (scales and mins: 10x)")
     p.add_argument("--e2e", choices=("scales", "all", "none"), default=defaults.E2E_TRAIN,
                    help="blockwise: what the end-to-end stage trains")
-    p.add_argument("--e2e-steps", type=int, help="blockwise: end-to-end steps (default: --steps)")
+    p.add_argument("--e2e-steps", type=_positive(int), help="blockwise: end-to-end steps (default: --steps)")
     p.add_argument("--quant-warmup", type=_fraction, default=defaults.QUANT_WARMUP, metavar="SHARE",
                    help="blockwise: share of each layer's steps over which its quantisation error is ramped in "
                         "from none to all (0: applied whole from the first step)")
     p.add_argument("--e2e-share", type=_fraction, default=defaults.E2E_SHARE,
                    help="blockwise: share of the time budget for the end-to-end stage")
-    p.add_argument("--eval-every", type=int, default=defaults.EVAL_EVERY)
-    p.add_argument("--checkpoint-every", type=int, default=defaults.CHECKPOINT_EVERY)
+    p.add_argument("--eval-every", type=_count, help=f"xtc recipe: steps between validations, 0: none "
+                   f"(default {defaults.EVAL_EVERY})")
+    p.add_argument("--checkpoint-every", type=_count, help=f"xtc recipe: steps between checkpoints, 0: none "
+                   f"(default {defaults.CHECKPOINT_EVERY})")
     p.add_argument("--seed", type=int, default=defaults.SEED)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--keep-checkpoints", action="store_true")
@@ -170,7 +173,7 @@ def build_parser() -> Parser:
     p.add_argument("--workspace", type=Path, metavar="DIR",
                    help="complete each item as the editor would in a workspace rooted at DIR, the item's file "
                         "(its `path`) open at the cursor: snippets of DIR's other files go ahead of it")
-    p.add_argument("--workspace-tokens", type=_nonnegative, default=defaults.WORKSPACE_CONTEXT_TOKENS,
+    p.add_argument("--workspace-tokens", type=_count, default=defaults.WORKSPACE_CONTEXT_TOKENS,
                    help="prompt tokens for the workspace's snippets (0: none)")
     p.add_argument("--retriever", choices=defaults.CONTEXT_RETRIEVERS, default=defaults.CONTEXT_RETRIEVER)
     p.add_argument("--layout", choices=defaults.CONTEXT_LAYOUTS, default=defaults.CONTEXT_LAYOUT,
@@ -263,6 +266,11 @@ def cmd_compress(args) -> int:
 
     if args.steps == "auto" and not args.time_budget:
         raise XtcError("--steps auto sizes the stages to --time-budget: give one")
+    if args.recipe == "blockwise":
+        given = [flag for flag, value in (("--eval-every", args.eval_every), ("--checkpoint-every", args.checkpoint_every))
+                 if value is not None]
+        if given:  # the blockwise stages validate and checkpoint on their own schedule
+            raise XtcError(f"{' and '.join(given)} apply to --recipe xtc only, not blockwise")
     if args.weight_bits and args.weight_format:
         raise XtcError("give --weight-bits or --weight-format, not both")
     weight_format = args.weight_format or defaults.WEIGHT_BITS_FORMATS.get(args.weight_bits, defaults.WEIGHT_FORMAT)
@@ -270,8 +278,9 @@ def cmd_compress(args) -> int:
     decontaminate = _decontaminate(args.decontaminate)
     train = TrainConfig(steps=steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
                         seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
-                        hidden_weight=args.hidden_weight, attn_weight=args.attn_weight, eval_every=args.eval_every,
-                        checkpoint_every=args.checkpoint_every, device=args.device, seed=args.seed,
+                        hidden_weight=args.hidden_weight, attn_weight=args.attn_weight,
+                        eval_every=defaults.EVAL_EVERY if args.eval_every is None else args.eval_every,
+                        checkpoint_every=defaults.CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, device=args.device, seed=args.seed,
                         progress=not args.json)
     opts = CompressOptions(method=args.method, recipe=args.recipe, keep_layers=args.keep_layers,
                            student_layers=args.student_layers, weight_format=weight_format,
@@ -418,10 +427,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+# Top-level modules of the [train] extra: missing, they mean the base (inference-only) install.
+TRAIN_MODULES = {"torch", "transformers", "accelerate", "gguf", "sentencepiece", "matplotlib"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in TRAIN_MODULES:
+            raise
+        print(f"xtc {args.command}: needs the training extra ({exc.name} is missing): "
+              "pip install 'codegpt-xtc[train]'", file=sys.stderr)
+        return 1
     except XtcError as exc:
         print(f"xtc {args.command}: error: {exc}", file=sys.stderr)
         return 1
