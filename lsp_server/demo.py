@@ -14,6 +14,8 @@ from pathlib import Path
 from lsprotocol import types as t
 from pygls.lsp.client import LanguageClient
 
+from lsp_server.server import STATUS_NOTIFICATION
+
 SAMPLE = '''import os
 
 
@@ -89,6 +91,10 @@ async def demo(timeout: float = 300) -> int:
 
     @client.feature(t.WINDOW_LOG_MESSAGE)
     def log_message(params: t.LogMessageParams) -> None:
+        pass
+
+    @client.feature(STATUS_NOTIFICATION)
+    def status(params) -> None:  # the server's load state: the progress messages above already say it
         pass
 
     command = server_command()
