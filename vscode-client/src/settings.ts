@@ -142,35 +142,29 @@ export function venvServer(venv: string, platform: NodeJS.Platform = process.pla
 }
 
 /**
- * The command that starts the server. `xtc.serverCommand` (machine-scoped: only the user sets it)
- * wins when it names a program; a relative program path (containing a slash) is taken relative
- * to the first workspace folder. Otherwise the first workspace folder whose `.venv/bin/xtc-lsp`
- * exists, else `xtc-lsp` on PATH. In an untrusted workspace (`trusted` false) no program inside
- * the workspace is started: neither its `.venv` nor a setting that points into it (opening a
- * downloaded repository must not run its code).
+ * The command that starts the server. `xtc.serverCommand` wins when it names a program; a
+ * relative program path (containing a slash) is taken relative to the first workspace folder.
+ * Otherwise the first workspace folder whose `.venv/bin/xtc-lsp` exists, else `xtc-lsp` on PATH.
  */
-export function resolveServerCommand(configured: unknown, ctx: ResolveContext, trusted: boolean): ServerCommand {
+export function resolveServerCommand(configured: unknown, ctx: ResolveContext): ServerCommand {
     const platform = ctx.platform ?? process.platform;
     const cwd = ctx.workspaceFolders[0];
-    const raw = Array.isArray(configured) ? configured.filter((p): p is string => typeof p === 'string') : [];
-    const parts = raw.map((p) => expandVariables(p, ctx));
+    const parts = Array.isArray(configured)
+        ? configured.filter((p): p is string => typeof p === 'string').map((p) => expandVariables(p, ctx))
+        : [];
     if (parts.length > 0 && parts[0].trim() !== '') {
         const [program, ...args] = parts;
         let command = program;
         const p = platform === 'win32' ? path.win32 : path.posix;
-        const relative = cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command);
-        if (relative) {
+        if (cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command)) {
             command = p.join(cwd, command);
         }
-        if (trusted || !(relative || raw[0].includes('${workspaceFolder}'))) {
-            return { command, args, source: 'setting', cwd };
-        }
-    } else if (trusted) {
-        for (const folder of ctx.workspaceFolders) {
-            const candidate = venvServer(path.join(folder, '.venv'), platform);
-            if (ctx.exists(candidate)) {
-                return { command: candidate, args: [], source: 'workspace', cwd: folder };
-            }
+        return { command, args, source: 'setting', cwd };
+    }
+    for (const folder of ctx.workspaceFolders) {
+        const candidate = venvServer(path.join(folder, '.venv'), platform);
+        if (ctx.exists(candidate)) {
+            return { command: candidate, args: [], source: 'workspace', cwd: folder };
         }
     }
     return { command: 'xtc-lsp', args: [], source: 'path', cwd };
