@@ -11,11 +11,11 @@ from xtc.core import defaults
 
 
 class Exclusions:
-    """gitwildmatch patterns compiled once; `.match(path)` says whether a file is excluded."""
+    """gitignore-style patterns compiled once; `.match(path)` says whether a file is excluded."""
 
     def __init__(self, extra: Iterable[str] = (), root: str | os.PathLike | None = None):
         self.root = os.path.abspath(root) if root is not None else None
-        self.spec = pathspec.PathSpec.from_lines("gitwildmatch", [*defaults.CONTEXT_EXCLUDE, *extra])
+        self.spec = pathspec.GitIgnoreSpec.from_lines([*defaults.CONTEXT_EXCLUDE, *extra])
 
     def match(self, path: str | os.PathLike) -> bool:
         path = os.fspath(path)
