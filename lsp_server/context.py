@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from xtc.core import defaults
+from xtc.core.exclude import Exclusions
 from xtc.infer.context.workspace import Context, Workspace
 
 log = logging.getLogger("xtc-lsp")
@@ -24,10 +25,8 @@ def uri_path(uri: str) -> Path | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _spec(patterns: tuple[str, ...]):
-    import pathspec
-
-    return pathspec.GitIgnoreSpec.from_lines(patterns)
+def _exclusions(extra: tuple[str, ...]) -> Exclusions:
+    return Exclusions(extra)
 
 
 class WorkspaceSources:
@@ -103,7 +102,7 @@ class WorkspaceSources:
 
     def excluded(self, name: str) -> bool:
         """Files never given to the model: the default secrets list and `contextExclude`."""
-        return _spec(defaults.CONTEXT_EXCLUDE + tuple(self.exclude)).match_file(name)
+        return _exclusions(tuple(self.exclude)).match(name)
 
     # -- the background index ---------------------------------------------------------------------
     def _reindex(self) -> None:

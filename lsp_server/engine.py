@@ -205,7 +205,7 @@ def load_completer(src: str):
     from xtc.infer.complete import Completer
     from xtc.infer.runtime import load_runtime
 
-    source = resolve(src)
+    source = resolve(src, allow_hub=False)  # the server never opens a network connection
     threads = os.environ.get(defaults.THREADS_ENV, "")
     return Completer(load_runtime(source, threads=int(threads) if threads.isdigit() and int(threads) > 0 else None))
 

@@ -66,3 +66,20 @@ def test_bugs_are_not_turned_into_user_errors(small_dir, monkeypatch, bug):
         load_with_transformers(resolve(str(small_dir)))
     with pytest.raises(type(bug)):  # the torch loader takes the same route
         load_model(str(small_dir))
+
+
+def test_server_resolution_refuses_hub_ids_without_a_connection(monkeypatch, tmp_path):
+    import socket
+
+    from xtc.core.errors import XtcError
+    from xtc.core.sources import resolve
+    from xtc.core.store import Store
+
+    def no_network(*a, **k):
+        raise AssertionError("network connection attempted")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.chdir(tmp_path)
+    for src in ("runs/int3", "models/smollm2-mixed-30l"):
+        with pytest.raises(XtcError, match="xtc install smollm2"):
+            resolve(src, store=Store(tmp_path / "store"), allow_hub=False)

@@ -45,8 +45,9 @@ class Source:
         return self.hub_id if self.path is None else str(self.path)
 
 
-def resolve(src: str, store: Store | None = None) -> Source:
-    """The Source for SRC; XtcError with a clear message if it cannot be used."""
+def resolve(src: str, store: Store | None = None, allow_hub: bool = True) -> Source:
+    """The Source for SRC; XtcError with a clear message if it cannot be used. With allow_hub=False
+    (the language server) a hub id is refused without touching the network."""
     if not src.strip():
         store = store or Store()
         name = store.default_name()
@@ -60,6 +61,9 @@ def resolve(src: str, store: Store | None = None) -> Source:
         installed = (store or Store()).resolve(src)
         if installed is not None:
             return _local(installed, src)
+        if HUB_ID.match(src) and not allow_hub:
+            raise XtcError(f"no model {src!r} here (the server never downloads): "
+                           "run `xtc install smollm2` or set xtc.model to a model's path")
         if HUB_ID.match(src):
             if not hub_reachable():
                 raise XtcError(f"cannot reach the Hugging Face hub to fetch {src} (offline?); "
