@@ -20,7 +20,7 @@ from pathlib import Path
 
 from xtc.core.errors import XtcError
 from xtc.infer.context.walk import workspace_files
-from xtc.eval.build import Cut, _cuts_from_tokens, _tokens, make_item, python_files, read_source
+from xtc.eval.build import Cut, _cuts_from_tokens, _line_starts, _tokens, make_item, python_files, read_source
 
 #: Names too common or too short to say anything about the other files.
 MIN_NAME_CHARS = 3
@@ -36,46 +36,37 @@ class _File:
     tree: int
     text: str
     tokens: list[tokenize.TokenInfo]
-    defined: set[str]  # what the module defines for other files (`defined_names`)
-    bound: set[str]  # every name it binds itself (`bound_names`)
+    defined: set[str]  # what the module defines for other files (`module_names`)
+    bound: set[str]  # every name it binds itself
 
 
-def defined_names(text: str) -> set[str]:
-    """Functions, classes and methods defined anywhere in the module, and module-level variables
-    (`ast`); dunder names and very short ones are left out."""
+def module_names(text: str) -> tuple[set[str], set[str]]:
+    """(defined, bound) from one parse of the module. `defined`: functions, classes and methods
+    anywhere, and module-level variables, without dunder, very short or builtin names (what other
+    files may use). `bound`: every name the module binds itself (definitions, parameters,
+    assignment targets, imports, `self.name =` attributes)."""
     try:
         module = ast.parse(text)
     except (SyntaxError, ValueError):
-        return set()
-    names = set()
+        return set(), set()
+    defined, bound = set(), set()
     for node in ast.walk(module):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
+            defined.add(node.name)
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            bound.add(node.attr)  # self.name = ...: the file defines that attribute
     for node in module.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names.update(t.id for t in targets if isinstance(t, ast.Name))
-    return {n for n in names if len(n) >= MIN_NAME_CHARS and not n.startswith("__") and n not in _COMMON}
-
-
-def bound_names(text: str) -> set[str]:
-    """Every name the module binds: definitions, parameters, assignment targets, imports."""
-    try:
-        module = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return set()
-    names = set()
-    for node in ast.walk(module):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            names.add(node.attr)  # self.name = ...: the file defines that attribute
-    return names
+        defined.update(t.id for t in targets if isinstance(t, ast.Name))
+    defined = {n for n in defined if len(n) >= MIN_NAME_CHARS and not n.startswith("__") and n not in _COMMON}
+    return defined, bound
 
 
 def cross_file_cuts(file: _File, elsewhere: set[str], shared_lines: set[str], min_input_chars: int) -> list[tuple[Cut, str]]:
@@ -85,7 +76,7 @@ def cross_file_cuts(file: _File, elsewhere: set[str], shared_lines: set[str], mi
     first = {}  # each word's first offset in the file (strings and comments included)
     for match in _WORD.finditer(file.text):
         first.setdefault(match.group(), match.start())
-    line_starts = [0] + [i + 1 for i, c in enumerate(file.text) if c == "\n"]
+    line_starts = _line_starts(file.text)
     names_on_row = defaultdict(list)  # row -> [(offset, name)] of cross-file names
     for tok in file.tokens:
         if tok.type == tokenize.NAME and tok.string in elsewhere and tok.string not in file.bound:
@@ -133,7 +124,7 @@ def build_cross_file_benchmark(
             text = read_source(path)
             tokens = None if text is None else _tokens(text)
             if tokens is not None:
-                files.append(_File(f"{source.name}/{name}", tree, text, tokens, defined_names(text), bound_names(text)))
+                files.append(_File(f"{source.name}/{name}", tree, text, tokens, *module_names(text)))
     # Lines of every file the workspace holds (what `xtc eval --workspace` will index), by file.
     line_files = defaultdict(set)  # stripped line -> the workspace files holding it
     for rel, text in workspace_files(parent, max_files=100_000):
