@@ -175,6 +175,9 @@ def build_parser() -> Parser:
                         "(its `path`) open at the cursor: snippets of DIR's other files go ahead of it")
     p.add_argument("--workspace-tokens", type=_count, default=defaults.WORKSPACE_CONTEXT_TOKENS,
                    help="prompt tokens for the workspace's snippets (0: none)")
+    p.add_argument("--outlines", type=_fraction, default=defaults.CONTEXT_OUTLINE_SHARE, metavar="SHARE",
+                   help="at most this share of --workspace-tokens for outlines of the modules named in front of "
+                        "a dot near the cursor (0: none)")
     p.add_argument("--retriever", choices=defaults.CONTEXT_RETRIEVERS, default=defaults.CONTEXT_RETRIEVER)
     p.add_argument("--layout", choices=defaults.CONTEXT_LAYOUTS, default=defaults.CONTEXT_LAYOUT,
                    help="snippets under <repo_name>/<file_sep> tokens (when the vocabulary has them) or as comments")
@@ -332,7 +335,7 @@ def cmd_eval(args) -> int:
         if args.workspace is not None:
             n = len(items) if args.limit is None else min(args.limit, len(items))
             workspace, context = open_workspace(completer, args.workspace, items[:n], budget=args.workspace_tokens,
-                                                retriever=args.retriever, layout=args.layout)
+                                                retriever=args.retriever, layout=args.layout, outlines=args.outlines)
         complete = editor_completion(completer, workspace, max_new_tokens=args.max_new_tokens,
                                      context_tokens=args.context_tokens)
         result = {"model": args.model, **evaluate(complete, items, limit=args.limit, progress=not args.json,

@@ -14,7 +14,8 @@ from xtc.infer.context.workspace import Workspace
 
 def open_workspace(completer: Completer, root: Path, items: list[dict], *,
                    budget: int = defaults.WORKSPACE_CONTEXT_TOKENS, retriever: str = defaults.CONTEXT_RETRIEVER,
-                   layout: str = defaults.CONTEXT_LAYOUT) -> tuple[Workspace, dict]:
+                   layout: str = defaults.CONTEXT_LAYOUT,
+                   outlines: float = defaults.CONTEXT_OUTLINE_SHARE) -> tuple[Workspace, dict]:
     """The workspace rooted at `root`, indexed, and a description of it for the result. Every item
     must name its file (`path`, relative to `root`)."""
     root = Path(root)
@@ -26,10 +27,11 @@ def open_workspace(completer: Completer, root: Path, items: list[dict], *,
             raise XtcError(f"item {number} has no \"path\": --workspace needs each item's file")
         if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
             raise XtcError(f"item {number}: \"path\" {path!r} must be relative to the workspace")
-    workspace = Workspace(completer.tokenizer, budget=budget, retriever=retriever, layout=layout, repo_name=root.name)
+    workspace = Workspace(completer.tokenizer, budget=budget, retriever=retriever, layout=layout, repo_name=root.name,
+                          outlines=outlines)
     stats = workspace.add_folder(root)
     described = {"workspace": str(root), "files": stats.files, "windows": len(workspace.index),
-                 "tokens": budget, "retriever": retriever, "layout": workspace.layout}
+                 "tokens": budget, "retriever": retriever, "layout": workspace.layout, "outlines": outlines}
     return workspace, described
 
 

@@ -56,6 +56,7 @@ class WorkspaceIndex:
         self._alive = bytearray()
         self._docs: dict[str, tuple[str, list[int]]] = {}  # path -> (text, window ids)
         self._dead = 0
+        self.paths_changed = 0  # counts changes of the set of paths (not of their texts)
 
     # -- updates ---------------------------------------------------------------------------------
     def set_document(self, path: str, text: str) -> None:
@@ -67,6 +68,7 @@ class WorkspaceIndex:
             if counts:
                 windows.append((start, counts))
         with self._lock:
+            self.paths_changed += path not in self._docs
             self._drop(path)
             ids = []
             for start, counts in windows:
@@ -91,6 +93,7 @@ class WorkspaceIndex:
 
     def remove(self, path: str) -> None:
         with self._lock:
+            self.paths_changed += path in self._docs
             self._drop(path)
 
     def _drop(self, path: str) -> None:

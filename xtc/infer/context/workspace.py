@@ -17,6 +17,8 @@ from pathlib import Path
 from xtc.core import defaults
 from xtc.infer.context.index import WorkspaceIndex
 from xtc.infer.context.layout import FILE_SEP, LAYOUTS, REPO_NAME, block_text, snippet_text
+from xtc.infer.context.outline import outline
+from xtc.infer.context.references import ModuleMap, attribute_bases, referenced_files
 from xtc.infer.context.retrieve import RETRIEVERS, rank
 from xtc.infer.context.walk import WalkStats, workspace_files
 
@@ -45,7 +47,8 @@ class Workspace:
 
     def __init__(self, tokenizer, *, budget: int = defaults.WORKSPACE_CONTEXT_TOKENS,
                  retriever: str = defaults.CONTEXT_RETRIEVER, layout: str = defaults.CONTEXT_LAYOUT,
-                 repo_name: str = "", index: WorkspaceIndex | None = None):
+                 repo_name: str = "", index: WorkspaceIndex | None = None,
+                 outlines: float = defaults.CONTEXT_OUTLINE_SHARE):
         if retriever not in RETRIEVERS:
             raise ValueError(f"retriever {retriever!r}: expected one of {', '.join(RETRIEVERS)}")
         if layout not in LAYOUTS:
@@ -53,8 +56,11 @@ class Workspace:
         self.tokenizer = tokenizer
         self.index = index if index is not None else WorkspaceIndex()
         self.budget, self.retriever, self.repo_name = budget, retriever, repo_name
+        self.outline_budget = int(budget * outlines)
         self.layout = layout if layout == "comment" or self._has_repo_tokens() else "comment"
-        self._cache: dict[str, tuple[str, Context]] = {}  # path -> (query, block)
+        self._cache: dict[str, tuple[tuple, Context]] = {}  # path -> (key, block)
+        self._modules: tuple[int, ModuleMap] = (-1, ModuleMap(()))
+        self._outlines: dict[str, tuple[str, list[str], list[int]]] = {}  # path -> (text, lines, tokens)
         self._lock = threading.Lock()
 
     def _has_repo_tokens(self) -> bool:
@@ -66,25 +72,29 @@ class Workspace:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def context(self, path: str, before: str) -> Context:
-        """The block for a cursor in `path` with `before` the text ahead of it."""
+        """The block for a cursor in `path` with `before` the text ahead of it. It changes only
+        when the lines above the cursor change or a new module is named on the cursor's line."""
         if self.budget <= 0:
             return Context()
         query = query_lines(before)
+        key = (query, tuple(attribute_bases(before.rsplit("\n", 1)[-1])))
         with self._lock:
             cached = self._cache.get(path)
-            if cached is not None and cached[0] == query:
+            if cached is not None and cached[0] == key:
                 return cached[1]
-        block = self._assemble(path, query)
+        block = self._assemble(path, query, before)
         with self._lock:
             if len(self._cache) > 64:
                 self._cache.clear()
-            self._cache[path] = (query, block)
+            self._cache[path] = (key, block)
         return block
 
-    def _assemble(self, path: str, query: str) -> Context:
+    def _assemble(self, path: str, query: str, before: str) -> Context:
         ranked = rank(self.index, query, exclude_path=path, retriever=self.retriever)
-        overhead = self._tokens(block_text(["x"], path, self.layout, self.repo_name)) if ranked else 0
-        chosen, used = [], overhead
+        named = self._named_outlines(path, before) if self.outline_budget > 0 else []
+        overhead = self._tokens(block_text(["x"], path, self.layout, self.repo_name)) if ranked or named else 0
+        used = overhead + sum(cost for _, cost in named)
+        chosen = []
         for _score, window in ranked:  # best first, while they fit
             if any(w.path == window.path and abs(w.start - window.start) < len(window.text.split("\n"))
                    for w, _ in chosen):
@@ -95,9 +105,46 @@ class Workspace:
                 continue
             chosen.append((window, text))
             used += cost
-        # The best snippet goes last, nearest the cursor.
-        text = block_text([t for _, t in reversed(chosen)], path, self.layout, self.repo_name)
-        return Context(text, names_file=bool(text) and self.layout == "repo", snippets=len(chosen))
+        # The best snippet goes last, nearest the cursor; the outline of the module the cursor's
+        # line names after all of them.
+        snippets = [t for _, t in reversed(chosen)] + [t for t, _ in reversed(named)]
+        text = block_text(snippets, path, self.layout, self.repo_name)
+        return Context(text, names_file=bool(text) and self.layout == "repo", snippets=len(snippets))
+
+    def _named_outlines(self, path: str, before: str) -> list[tuple[str, int]]:
+        """(snippet, tokens) of the outlines of the modules named in front of a dot near the
+        cursor, the nearest first, cut to fit `outline_budget` together."""
+        files = referenced_files(before, path, self._module_map(), query_lines=defaults.CONTEXT_QUERY_LINES,
+                                 limit=defaults.CONTEXT_OUTLINES)
+        room, named = self.outline_budget, []
+        for file in files:
+            lines, costs = self._outline(file)
+            header = self._tokens(snippet_text(file, "", self.layout, path))
+            keep, cost = 0, header
+            while keep < len(lines) and cost + costs[keep] <= room:
+                cost += costs[keep]
+                keep += 1
+            if keep:
+                named.append((snippet_text(file, "\n".join(lines[:keep]), self.layout, path), cost))
+                room -= cost
+        return named
+
+    def _module_map(self) -> ModuleMap:
+        changed = self.index.paths_changed
+        if self._modules[0] != changed:
+            self._modules = (changed, ModuleMap(self.index.paths()))
+        return self._modules[1]
+
+    def _outline(self, path: str) -> tuple[list[str], list[int]]:
+        """The outline's lines and each line's tokens, cached while the file's text stays."""
+        text = self.index.text(path) or ""
+        cached = self._outlines.get(path)
+        if cached is None or cached[0] != text:
+            lines = [line for line in outline(text, path).split("\n") if line]
+            if len(self._outlines) > 256:
+                self._outlines.clear()
+            cached = self._outlines[path] = (text, lines, [self._tokens(line + "\n") for line in lines])
+        return cached[1], cached[2]
 
     # -- what the index holds --------------------------------------------------------------------
     def set_document(self, path: str, text: str) -> None:
