@@ -9,7 +9,7 @@ model with and without the header (`Completer.header`):
   file, and over its first 64 tokens (teacher forcing: the same content tokens either way);
 - whole-line completions through `Completer.complete` (as the server gives them) at `--cuts`
   random points per file: exact match and edit similarity of the rest of the line.
-Not a test: prints a table, or JSON. The README's "Editors" section quotes one run.
+Not a test: prints a table, or JSON. docs/editors.md quotes one run.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ one teacher cache, built by the first), then `xtc eval` on the first --limit ite
 benchmark and `xtc bench` (cold and warm latency). The teacher is evaluated and benched the same
 way. A row whose teacher has a pruned vocabulary (VOCAB) gets that teacher made once (`xtc
 prune-vocab`), measured beside the teacher, and its own teacher cache. Results go to
-OUT/frontier.json, OUT/frontier.md (the README's table) and OUT/curves.png (every row's block and
+OUT/frontier.json, OUT/frontier.md (the table of docs/results.md) and OUT/curves.png (every row's block and
 end-to-end losses). A killed run continues where it stopped when started again:
 finished rows are kept, an unfinished compression continues with --resume.
 """

@@ -1,5 +1,5 @@
 """Every `xtc` command, as a user calls it, and the bad inputs that must give a one-line error
-(README, "Commands": a missing path, an unknown architecture, a corrupt file, a bad flag)."""
+(docs/commands.md: a missing path, an unknown architecture, a corrupt file, a bad flag)."""
 
 from __future__ import annotations
 

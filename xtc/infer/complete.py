@@ -7,7 +7,7 @@ details that make or break inline completion:
 - a stable prompt window, so that typing one more character re-uses the KV cache;
 - the file's name for a model trained with it (`header`): SmolLM2's vocabulary has StarCoder's
   `<filename>` token, and a `<filename>NAME` line before the code lowers its loss on non-Python
-  files (measured: README, "Editors"); Python files keep the raw text, exactly what `xtc eval`
+  files (measured: docs/editors.md); Python files keep the raw text, exactly what `xtc eval`
   measures;
 - token healing: the cursor often sits mid-token or after fresh indentation that the tokenizer
   would merge with the next word (SmolLM2 tokenizes "\\n    return" as "\\n   ", " return"). We back
