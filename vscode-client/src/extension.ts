@@ -78,7 +78,10 @@ async function startClient(): Promise<void> {
             }
         },
         home: os.homedir(),
-    });
+    }, vscode.workspace.isTrusted);
+    if (!vscode.workspace.isTrusted) {
+        output.info('workspace not trusted: no program inside it is started (trusting it restarts the server)');
+    }
     output.info(`starting ${[server.command, ...server.args].join(' ')} (from ${server.source}) ` +
         `for ${languagesOf(config()).join(', ') || 'no language (xtc.languages is empty)'}`);
     const serverOptions: ServerOptions = { command: server.command, args: server.args, options: { cwd: server.cwd } };
@@ -202,6 +205,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
             await startClient();
         })),
         vscode.commands.registerCommand('xtc.showLog', () => output.show(true)),
+        // An untrusted workspace got xtc-lsp from PATH; once trusted, its .venv may serve instead.
+        vscode.workspace.onDidGrantWorkspaceTrust(() => enqueue(async () => {
+            await stopClient();
+            await startClient();
+        })),
         vscode.workspace.onDidChangeConfiguration((e) => {
             if (e.affectsConfiguration('xtc.enable') || e.affectsConfiguration('xtc.serverCommand')
                 || e.affectsConfiguration('xtc.languages')) {

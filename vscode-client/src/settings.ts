@@ -142,29 +142,35 @@ export function venvServer(venv: string, platform: NodeJS.Platform = process.pla
 }
 
 /**
- * The command that starts the server. `xtc.serverCommand` wins when it names a program; a
- * relative program path (containing a slash) is taken relative to the first workspace folder.
- * Otherwise the first workspace folder whose `.venv/bin/xtc-lsp` exists, else `xtc-lsp` on PATH.
+ * The command that starts the server. `xtc.serverCommand` (machine-scoped: only the user sets it)
+ * wins when it names a program; a relative program path (containing a slash) is taken relative
+ * to the first workspace folder. Otherwise the first workspace folder whose `.venv/bin/xtc-lsp`
+ * exists, else `xtc-lsp` on PATH. In an untrusted workspace (`trusted` false) no program inside
+ * the workspace is started: neither its `.venv` nor a setting that points into it (opening a
+ * downloaded repository must not run its code).
  */
-export function resolveServerCommand(configured: unknown, ctx: ResolveContext): ServerCommand {
+export function resolveServerCommand(configured: unknown, ctx: ResolveContext, trusted: boolean): ServerCommand {
     const platform = ctx.platform ?? process.platform;
     const cwd = ctx.workspaceFolders[0];
-    const parts = Array.isArray(configured)
-        ? configured.filter((p): p is string => typeof p === 'string').map((p) => expandVariables(p, ctx))
-        : [];
+    const raw = Array.isArray(configured) ? configured.filter((p): p is string => typeof p === 'string') : [];
+    const parts = raw.map((p) => expandVariables(p, ctx));
     if (parts.length > 0 && parts[0].trim() !== '') {
         const [program, ...args] = parts;
         let command = program;
         const p = platform === 'win32' ? path.win32 : path.posix;
-        if (cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command)) {
+        const relative = cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command);
+        if (relative) {
             command = p.join(cwd, command);
         }
-        return { command, args, source: 'setting', cwd };
-    }
-    for (const folder of ctx.workspaceFolders) {
-        const candidate = venvServer(path.join(folder, '.venv'), platform);
-        if (ctx.exists(candidate)) {
-            return { command: candidate, args: [], source: 'workspace', cwd: folder };
+        if (trusted || !(relative || raw[0].includes('${workspaceFolder}'))) {
+            return { command, args, source: 'setting', cwd };
+        }
+    } else if (trusted) {
+        for (const folder of ctx.workspaceFolders) {
+            const candidate = venvServer(path.join(folder, '.venv'), platform);
+            if (ctx.exists(candidate)) {
+                return { command: candidate, args: [], source: 'workspace', cwd: folder };
+            }
         }
     }
     return { command: 'xtc-lsp', args: [], source: 'path', cwd };

@@ -42,6 +42,18 @@ describe('package.json', () => {
         assert.deepEqual(properties['xtc.languages'].default, DEFAULT_LANGUAGES);
     });
 
+    it('lets only the user, never a workspace, choose the server program', () => {
+        // a workspace-level xtc.serverCommand would run a program of the opened folder
+        assert.equal((properties['xtc.serverCommand'] as { scope?: string }).scope, 'machine');
+    });
+
+    it('declares limited support for untrusted workspaces', () => {
+        const untrusted = manifest.capabilities?.untrustedWorkspaces;
+        assert.equal(untrusted?.supported, 'limited');
+        assert.equal(typeof untrusted?.description, 'string');
+        assert.ok(untrusted.description.trim() !== '');
+    });
+
     it('declares the same defaults as the code', () => {
         for (const key of SERVER_KEYS) {
             assert.deepEqual(properties[`xtc.${key}`].default, DEFAULTS[key], key);
@@ -127,42 +139,55 @@ describe('resolveServerCommand', () => {
     const none = () => false;
 
     it('falls back to xtc-lsp on PATH', () => {
-        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux' }),
+        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux' }, true),
             { command: 'xtc-lsp', args: [], source: 'path', cwd: undefined });
-        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }).command, 'xtc-lsp');
+        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }, true).command, 'xtc-lsp');
     });
 
-    it('prefers the workspace virtual environment', () => {
+    it('prefers the workspace virtual environment in a trusted workspace', () => {
         const present = new Set(['/b/.venv/bin/xtc-lsp']);
-        const got = resolveServerCommand([], { workspaceFolders: ['/a', '/b'], exists: (f) => present.has(f), platform: 'linux' });
+        const got = resolveServerCommand([], { workspaceFolders: ['/a', '/b'], exists: (f) => present.has(f), platform: 'linux' }, true);
         assert.deepEqual(got, { command: '/b/.venv/bin/xtc-lsp', args: [], source: 'workspace', cwd: '/b' });
+    });
+
+    it('never starts a program of an untrusted workspace', () => {
+        const ctx = { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' as const, home: '/home/u' };
+        assert.deepEqual(resolveServerCommand([], ctx, false), { command: 'xtc-lsp', args: [], source: 'path', cwd: '/w' });
+        // a user setting that points into the workspace is not run there either
+        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx, false).command, 'xtc-lsp');
+        assert.equal(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp'], ctx, false).command, 'xtc-lsp');
+        // a user setting outside the workspace is honoured
+        assert.deepEqual(resolveServerCommand(['/opt/py/bin/xtc-lsp', '--log-level', 'DEBUG'], ctx, false),
+            { command: '/opt/py/bin/xtc-lsp', args: ['--log-level', 'DEBUG'], source: 'setting', cwd: '/w' });
+        assert.equal(resolveServerCommand(['~/bin/xtc-lsp'], ctx, false).command, '/home/u/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx, false).source, 'setting');
     });
 
     it('uses the Windows layout of a virtual environment on Windows', () => {
         const seen: string[] = [];
-        resolveServerCommand([], { workspaceFolders: ['C:\\w'], exists: (f) => { seen.push(f); return false; }, platform: 'win32' });
+        resolveServerCommand([], { workspaceFolders: ['C:\\w'], exists: (f) => { seen.push(f); return false; }, platform: 'win32' }, true);
         assert.equal(seen[0].replace(/\\/g, '/'), 'C:/w/.venv/Scripts/xtc-lsp.exe');
     });
 
     it('takes the setting first, with its arguments', () => {
         const got = resolveServerCommand(['/opt/py/bin/python', '-m', 'lsp_server', '--log-level', 'DEBUG'],
-            { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' });
+            { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' }, true);
         assert.deepEqual(got, { command: '/opt/py/bin/python', args: ['-m', 'lsp_server', '--log-level', 'DEBUG'], source: 'setting', cwd: '/w' });
     });
 
     it('resolves a relative program path against the workspace, but not a bare name', () => {
         const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const };
-        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx).command, '/w/env/bin/xtc-lsp');
-        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx).command, 'xtc-lsp');
+        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx, true).command, '/w/env/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx, true).command, 'xtc-lsp');
     });
 
     it('expands variables and ignores an empty or malformed setting', () => {
         const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const, home: '/home/u' };
-        assert.deepEqual(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp', '~/x', '${userHome}/y'], ctx),
+        assert.deepEqual(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp', '~/x', '${userHome}/y'], ctx, true),
             { command: '/w/.venv/bin/xtc-lsp', args: ['/home/u/x', '/home/u/y'], source: 'setting', cwd: '/w' });
-        assert.equal(resolveServerCommand([''], ctx).source, 'path');
-        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx).source, 'path');
-        assert.equal(resolveServerCommand([1, 2], ctx).source, 'path');
+        assert.equal(resolveServerCommand([''], ctx, true).source, 'path');
+        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx, true).source, 'path');
+        assert.equal(resolveServerCommand([1, 2], ctx, true).source, 'path');
         assert.equal(expandVariables('~user/x', ctx), '~user/x');
     });
 });
