@@ -16,6 +16,7 @@ import {
 import {
     buildInitializationOptions,
     documentSelector,
+    INSTALL_HINT,
     languagesOf,
     LoadStatus,
     LoadTracker,
@@ -78,9 +79,16 @@ async function startClient(): Promise<void> {
             }
         },
         home: os.homedir(),
+        env: process.env,
     }, vscode.workspace.isTrusted);
     if (!vscode.workspace.isTrusted) {
         output.info('workspace not trusted: no program inside it is started (trusting it restarts the server)');
+    }
+    if (server.source === 'missing') {
+        output.error(INSTALL_HINT);
+        setStatus('error', INSTALL_HINT);
+        void vscode.window.showErrorMessage(INSTALL_HINT);
+        return;
     }
     output.info(`starting ${[server.command, ...server.args].join(' ')} (from ${server.source}) ` +
         `for ${languagesOf(config()).join(', ') || 'no language (xtc.languages is empty)'}`);
@@ -156,7 +164,7 @@ async function startClient(): Promise<void> {
     } catch (err) {
         const message = `cannot start ${server.command}: ${err instanceof Error ? err.message : String(err)}`;
         output.error(message);
-        setStatus('error', `${message}\nSet xtc.serverCommand, or install the project into .venv (make venv).`);
+        setStatus('error', `${message}\n${INSTALL_HINT}`);
     }
 }
 

@@ -11,6 +11,7 @@ import {
     DEFAULTS,
     documentSelector,
     expandVariables,
+    INSTALL_HINT,
     languagesOf,
     LoadTracker,
     modelLabel,
@@ -138,10 +139,59 @@ describe('languages', () => {
 describe('resolveServerCommand', () => {
     const none = () => false;
 
-    it('falls back to xtc-lsp on PATH', () => {
-        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux' }, true),
-            { command: 'xtc-lsp', args: [], source: 'path', cwd: undefined });
-        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }, true).command, 'xtc-lsp');
+    it('says it found no server when none is installed', () => {
+        const env = { PATH: '/usr/bin:/bin', PIPX_BIN_DIR: '/opt/pipx' };
+        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux', home: '/h', env }, true),
+            { command: 'xtc-lsp', args: [], source: 'missing', cwd: undefined });
+        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }, true).source, 'missing');
+    });
+
+    it('names the package to install in one line', () => {
+        const project = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'pyproject.toml'), 'utf8')
+            .match(/^\[project\][^[]*?^name\s*=\s*"([^"]+)"/m)?.[1];
+        assert.ok(project);
+        assert.ok(INSTALL_HINT.includes(`pipx install ${project}`));
+        assert.ok(INSTALL_HINT.includes(`pip install ${project}`));
+        assert.ok(!INSTALL_HINT.includes('\n'));
+    });
+
+    describe('finds an installed xtc-lsp', () => {
+        const home = '/home/u';
+        const env = { PATH: '/usr/local/bin:/usr/bin', PIPX_BIN_DIR: '/opt/pipx/bin' };
+        const find = (present: string[], trusted = true, e: Record<string, string | undefined> = env, configured: unknown = []) =>
+            resolveServerCommand(configured, { workspaceFolders: ['/w'], exists: (f) => present.includes(f), platform: 'linux', home, env: e }, trusted);
+        const all = ['/w/.venv/bin/xtc-lsp', '/usr/bin/xtc-lsp', '/opt/pipx/bin/xtc-lsp', '/home/u/.local/bin/xtc-lsp'];
+
+        it('in the order setting, workspace .venv, PATH, $PIPX_BIN_DIR, ~/.local/bin', () => {
+            assert.equal(find(all, true, env, ['/opt/mine/xtc-lsp']).command, '/opt/mine/xtc-lsp');
+            for (let i = 0; i < all.length; i++) {
+                const got = find(all.slice(i));
+                assert.equal(got.command, all[i]);
+                assert.equal(got.source, ['workspace', 'path', 'pipx', 'pipx'][i]);
+            }
+        });
+
+        it('in the first PATH directory that holds it', () => {
+            assert.equal(find(['/usr/local/bin/xtc-lsp', '/usr/bin/xtc-lsp']).command, '/usr/local/bin/xtc-lsp');
+        });
+
+        it("in pipx's default location without $PIPX_BIN_DIR", () => {
+            assert.deepEqual(find(['/home/u/.local/bin/xtc-lsp'], true, { PATH: '/usr/bin' }),
+                { command: '/home/u/.local/bin/xtc-lsp', args: [], source: 'pipx', cwd: '/w' });
+        });
+
+        it('never in a relative PATH entry, nor in one inside an untrusted workspace', () => {
+            const e = { PATH: ':.:bin:/w/.venv/bin:/usr/bin' };
+            assert.equal(find(['bin/xtc-lsp', 'xtc-lsp', './xtc-lsp', '/w/.venv/bin/xtc-lsp', '/usr/bin/xtc-lsp'], false, e).command, '/usr/bin/xtc-lsp');
+            assert.equal(find(['/w/.venv/bin/xtc-lsp'], false, e).source, 'missing');
+            assert.equal(find(['/w/.venv/bin/xtc-lsp'], true, e).command, '/w/.venv/bin/xtc-lsp');
+        });
+
+        it('with the Windows names on Windows', () => {
+            const got = resolveServerCommand([], { workspaceFolders: [], platform: 'win32', home: 'C:\\Users\\u', env: { Path: 'C:\\py;C:\\tools' },
+                exists: (f) => f === 'C:\\tools\\xtc-lsp.exe' }, true);
+            assert.deepEqual(got, { command: 'C:\\tools\\xtc-lsp.exe', args: [], source: 'path', cwd: undefined });
+        });
     });
 
     it('prefers the workspace virtual environment in a trusted workspace', () => {
@@ -151,11 +201,11 @@ describe('resolveServerCommand', () => {
     });
 
     it('never starts a program of an untrusted workspace', () => {
-        const ctx = { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' as const, home: '/home/u' };
-        assert.deepEqual(resolveServerCommand([], ctx, false), { command: 'xtc-lsp', args: [], source: 'path', cwd: '/w' });
+        const ctx = { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' as const, home: '/home/u', env: { PATH: '/usr/bin' } };
+        assert.deepEqual(resolveServerCommand([], ctx, false), { command: '/usr/bin/xtc-lsp', args: [], source: 'path', cwd: '/w' });
         // a user setting that points into the workspace is not run there either
-        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx, false).command, 'xtc-lsp');
-        assert.equal(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp'], ctx, false).command, 'xtc-lsp');
+        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx, false).command, '/usr/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp'], ctx, false).command, '/usr/bin/xtc-lsp');
         // a user setting outside the workspace is honoured
         assert.deepEqual(resolveServerCommand(['/opt/py/bin/xtc-lsp', '--log-level', 'DEBUG'], ctx, false),
             { command: '/opt/py/bin/xtc-lsp', args: ['--log-level', 'DEBUG'], source: 'setting', cwd: '/w' });
@@ -185,9 +235,9 @@ describe('resolveServerCommand', () => {
         const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const, home: '/home/u' };
         assert.deepEqual(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp', '~/x', '${userHome}/y'], ctx, true),
             { command: '/w/.venv/bin/xtc-lsp', args: ['/home/u/x', '/home/u/y'], source: 'setting', cwd: '/w' });
-        assert.equal(resolveServerCommand([''], ctx, true).source, 'path');
-        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx, true).source, 'path');
-        assert.equal(resolveServerCommand([1, 2], ctx, true).source, 'path');
+        assert.equal(resolveServerCommand([''], ctx, true).source, 'missing');
+        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx, true).source, 'missing');
+        assert.equal(resolveServerCommand([1, 2], ctx, true).source, 'missing');
         assert.equal(expandVariables('~user/x', ctx), '~user/x');
     });
 });
