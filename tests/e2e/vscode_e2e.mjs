@@ -123,12 +123,17 @@ const settings = {
     'editor.wordBasedSuggestions': 'off',
     'editor.autoClosingBrackets': 'never',
     'editor.autoClosingQuotes': 'never',
-    'xtc.serverCommand': JSON.parse(opt.server),
     'xtc.model': opt.model,
     'xtc.maxNewTokens': 16,
     'xtc.trace.server': 'messages', // the LSP traffic goes to the xtc log, kept as an artefact
 };
 fs.writeFileSync(path.join(userData, 'User', 'settings.json'), JSON.stringify(settings, null, 2));
+// xtc.serverCommand is machine-scoped. code-server is a remote window: such settings are read from
+// the server side's settings (Remote settings, <user-data-dir>/Machine/settings.json), and ones in
+// User settings are dropped once the extension's schema is known (after the first settings write).
+fs.mkdirSync(path.join(userData, 'Machine'), { recursive: true });
+fs.writeFileSync(path.join(userData, 'Machine', 'settings.json'),
+    JSON.stringify({ 'xtc.serverCommand': JSON.parse(opt.server) }, null, 2));
 
 function freePort() {
     return new Promise((resolve, reject) => {

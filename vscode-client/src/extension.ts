@@ -16,6 +16,7 @@ import {
 import {
     buildInitializationOptions,
     documentSelector,
+    INSTALL_HINT,
     languagesOf,
     LoadStatus,
     LoadTracker,
@@ -78,7 +79,17 @@ async function startClient(): Promise<void> {
             }
         },
         home: os.homedir(),
-    });
+        env: process.env,
+    }, vscode.workspace.isTrusted);
+    if (!vscode.workspace.isTrusted) {
+        output.info('workspace not trusted: no program inside it is started (trusting it restarts the server)');
+    }
+    if (server.source === 'missing') {
+        output.error(INSTALL_HINT);
+        setStatus('error', INSTALL_HINT);
+        void vscode.window.showErrorMessage(INSTALL_HINT);
+        return;
+    }
     output.info(`starting ${[server.command, ...server.args].join(' ')} (from ${server.source}) ` +
         `for ${languagesOf(config()).join(', ') || 'no language (xtc.languages is empty)'}`);
     const serverOptions: ServerOptions = { command: server.command, args: server.args, options: { cwd: server.cwd } };
@@ -153,7 +164,7 @@ async function startClient(): Promise<void> {
     } catch (err) {
         const message = `cannot start ${server.command}: ${err instanceof Error ? err.message : String(err)}`;
         output.error(message);
-        setStatus('error', `${message}\nSet xtc.serverCommand, or install the project into .venv (make venv).`);
+        setStatus('error', `${message}\n${INSTALL_HINT}`);
     }
 }
 
@@ -202,6 +213,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
             await startClient();
         })),
         vscode.commands.registerCommand('xtc.showLog', () => output.show(true)),
+        // An untrusted workspace got xtc-lsp from PATH; once trusted, its .venv may serve instead.
+        vscode.workspace.onDidGrantWorkspaceTrust(() => enqueue(async () => {
+            await stopClient();
+            await startClient();
+        })),
         vscode.workspace.onDidChangeConfiguration((e) => {
             if (e.affectsConfiguration('xtc.enable') || e.affectsConfiguration('xtc.serverCommand')
                 || e.affectsConfiguration('xtc.languages')) {

@@ -104,8 +104,8 @@ export function documentSelector(languages: readonly string[]): DocumentFilter[]
 export interface ServerCommand {
     command: string;
     args: string[];
-    /** Where the command came from, for the log. */
-    source: 'setting' | 'workspace' | 'path';
+    /** Where the command came from, for the log; `missing`: no `xtc-lsp` found (see INSTALL_HINT). */
+    source: 'setting' | 'workspace' | 'path' | 'pipx' | 'missing';
     /** Working directory for the server: the first workspace folder, if any. */
     cwd?: string;
 }
@@ -116,7 +116,13 @@ export interface ResolveContext {
     exists: (file: string) => boolean;
     platform?: NodeJS.Platform;
     home?: string;
+    /** The extension host's environment (`PATH`, `PIPX_BIN_DIR`); none = nothing searched there. */
+    env?: Record<string, string | undefined>;
 }
+
+/** What to tell a user who has no `xtc-lsp` (the package's name is pyproject.toml's `project.name`). */
+export const INSTALL_HINT =
+    'xtc: xtc-lsp not found; install it with `pipx install codegpt-xtc` (or `pip install codegpt-xtc`), or set xtc.serverCommand';
 
 /** Expand `${workspaceFolder}`, `${userHome}` and a leading `~` in one argument. */
 export function expandVariables(arg: string, ctx: ResolveContext): string {
@@ -141,33 +147,61 @@ export function venvServer(venv: string, platform: NodeJS.Platform = process.pla
         : path.posix.join(venv, 'bin', 'xtc-lsp');
 }
 
+/** Whether `file` is `dir` or inside it. */
+function inside(file: string, dir: string, p: typeof path.posix): boolean {
+    const rel = p.relative(dir, file);
+    return rel === '' || (!rel.startsWith('..') && !p.isAbsolute(rel));
+}
+
 /**
- * The command that starts the server. `xtc.serverCommand` wins when it names a program; a
- * relative program path (containing a slash) is taken relative to the first workspace folder.
- * Otherwise the first workspace folder whose `.venv/bin/xtc-lsp` exists, else `xtc-lsp` on PATH.
+ * The command that starts the server, first found of: `xtc.serverCommand` (machine-scoped: only
+ * the user sets it) when it names a program, a relative program path (containing a slash) taken
+ * relative to the first workspace folder; the first workspace folder whose `.venv/bin/xtc-lsp`
+ * exists; `xtc-lsp` in a directory of PATH; in `$PIPX_BIN_DIR`; in pipx's default `~/.local/bin`
+ * (an editor started from a desktop menu often lacks it on PATH). None found: source `missing`.
+ * In an untrusted workspace (`trusted` false) no program inside the workspace is started: not its
+ * `.venv`, nor a setting or PATH entry that points into it (opening a downloaded repository must
+ * not run its code). Relative PATH entries are skipped (they would resolve against the workspace).
  */
-export function resolveServerCommand(configured: unknown, ctx: ResolveContext): ServerCommand {
+export function resolveServerCommand(configured: unknown, ctx: ResolveContext, trusted: boolean): ServerCommand {
     const platform = ctx.platform ?? process.platform;
+    const p = platform === 'win32' ? path.win32 : path.posix;
     const cwd = ctx.workspaceFolders[0];
-    const parts = Array.isArray(configured)
-        ? configured.filter((p): p is string => typeof p === 'string').map((p) => expandVariables(p, ctx))
-        : [];
+    const raw = Array.isArray(configured) ? configured.filter((a): a is string => typeof a === 'string') : [];
+    const parts = raw.map((a) => expandVariables(a, ctx));
     if (parts.length > 0 && parts[0].trim() !== '') {
         const [program, ...args] = parts;
         let command = program;
-        const p = platform === 'win32' ? path.win32 : path.posix;
-        if (cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command)) {
+        const relative = cwd !== undefined && !p.isAbsolute(command) && /[\\/]/.test(command);
+        if (relative) {
             command = p.join(cwd, command);
         }
-        return { command, args, source: 'setting', cwd };
-    }
-    for (const folder of ctx.workspaceFolders) {
-        const candidate = venvServer(path.join(folder, '.venv'), platform);
-        if (ctx.exists(candidate)) {
-            return { command: candidate, args: [], source: 'workspace', cwd: folder };
+        if (trusted || !(relative || raw[0].includes('${workspaceFolder}'))) {
+            return { command, args, source: 'setting', cwd };
+        }
+    } else if (trusted) {
+        for (const folder of ctx.workspaceFolders) {
+            const candidate = venvServer(path.join(folder, '.venv'), platform);
+            if (ctx.exists(candidate)) {
+                return { command: candidate, args: [], source: 'workspace', cwd: folder };
+            }
         }
     }
-    return { command: 'xtc-lsp', args: [], source: 'path', cwd };
+    const exe = platform === 'win32' ? 'xtc-lsp.exe' : 'xtc-lsp';
+    const env = ctx.env ?? {};
+    const allowed = (dir: string) => p.isAbsolute(dir)
+        && (trusted || !ctx.workspaceFolders.some((folder) => inside(dir, folder, p)));
+    const searched: Array<[string, ServerCommand['source']]> = [
+        ...(env.PATH ?? env.Path ?? '').split(platform === 'win32' ? ';' : ':').map((d): [string, 'path'] => [d, 'path']),
+        [env.PIPX_BIN_DIR ?? '', 'pipx'],
+        [ctx.home ? p.join(ctx.home, '.local', 'bin') : '', 'pipx'],
+    ];
+    for (const [dir, source] of searched) {
+        if (dir !== '' && allowed(dir) && ctx.exists(p.join(dir, exe))) {
+            return { command: p.join(dir, exe), args: [], source, cwd };
+        }
+    }
+    return { command: 'xtc-lsp', args: [], source: 'missing', cwd };
 }
 
 /** A short name for the configured model, for the status bar. */

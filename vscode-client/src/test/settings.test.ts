@@ -11,6 +11,7 @@ import {
     DEFAULTS,
     documentSelector,
     expandVariables,
+    INSTALL_HINT,
     languagesOf,
     LoadTracker,
     modelLabel,
@@ -40,6 +41,18 @@ describe('package.json', () => {
         assert.equal(properties['xtc.model'].default, '');
         assert.equal(properties['xtc.languages'].type, 'array');
         assert.deepEqual(properties['xtc.languages'].default, DEFAULT_LANGUAGES);
+    });
+
+    it('lets only the user, never a workspace, choose the server program', () => {
+        // a workspace-level xtc.serverCommand would run a program of the opened folder
+        assert.equal((properties['xtc.serverCommand'] as { scope?: string }).scope, 'machine');
+    });
+
+    it('declares limited support for untrusted workspaces', () => {
+        const untrusted = manifest.capabilities?.untrustedWorkspaces;
+        assert.equal(untrusted?.supported, 'limited');
+        assert.equal(typeof untrusted?.description, 'string');
+        assert.ok(untrusted.description.trim() !== '');
     });
 
     it('declares the same defaults as the code', () => {
@@ -126,43 +139,105 @@ describe('languages', () => {
 describe('resolveServerCommand', () => {
     const none = () => false;
 
-    it('falls back to xtc-lsp on PATH', () => {
-        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux' }),
-            { command: 'xtc-lsp', args: [], source: 'path', cwd: undefined });
-        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }).command, 'xtc-lsp');
+    it('says it found no server when none is installed', () => {
+        const env = { PATH: '/usr/bin:/bin', PIPX_BIN_DIR: '/opt/pipx' };
+        assert.deepEqual(resolveServerCommand([], { workspaceFolders: [], exists: none, platform: 'linux', home: '/h', env }, true),
+            { command: 'xtc-lsp', args: [], source: 'missing', cwd: undefined });
+        assert.equal(resolveServerCommand(undefined, { workspaceFolders: ['/w'], exists: none, platform: 'linux' }, true).source, 'missing');
     });
 
-    it('prefers the workspace virtual environment', () => {
+    it('names the package to install in one line', () => {
+        const project = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'pyproject.toml'), 'utf8')
+            .match(/^\[project\][^[]*?^name\s*=\s*"([^"]+)"/m)?.[1];
+        assert.ok(project);
+        assert.ok(INSTALL_HINT.includes(`pipx install ${project}`));
+        assert.ok(INSTALL_HINT.includes(`pip install ${project}`));
+        assert.ok(!INSTALL_HINT.includes('\n'));
+    });
+
+    describe('finds an installed xtc-lsp', () => {
+        const home = '/home/u';
+        const env = { PATH: '/usr/local/bin:/usr/bin', PIPX_BIN_DIR: '/opt/pipx/bin' };
+        const find = (present: string[], trusted = true, e: Record<string, string | undefined> = env, configured: unknown = []) =>
+            resolveServerCommand(configured, { workspaceFolders: ['/w'], exists: (f) => present.includes(f), platform: 'linux', home, env: e }, trusted);
+        const all = ['/w/.venv/bin/xtc-lsp', '/usr/bin/xtc-lsp', '/opt/pipx/bin/xtc-lsp', '/home/u/.local/bin/xtc-lsp'];
+
+        it('in the order setting, workspace .venv, PATH, $PIPX_BIN_DIR, ~/.local/bin', () => {
+            assert.equal(find(all, true, env, ['/opt/mine/xtc-lsp']).command, '/opt/mine/xtc-lsp');
+            for (let i = 0; i < all.length; i++) {
+                const got = find(all.slice(i));
+                assert.equal(got.command, all[i]);
+                assert.equal(got.source, ['workspace', 'path', 'pipx', 'pipx'][i]);
+            }
+        });
+
+        it('in the first PATH directory that holds it', () => {
+            assert.equal(find(['/usr/local/bin/xtc-lsp', '/usr/bin/xtc-lsp']).command, '/usr/local/bin/xtc-lsp');
+        });
+
+        it("in pipx's default location without $PIPX_BIN_DIR", () => {
+            assert.deepEqual(find(['/home/u/.local/bin/xtc-lsp'], true, { PATH: '/usr/bin' }),
+                { command: '/home/u/.local/bin/xtc-lsp', args: [], source: 'pipx', cwd: '/w' });
+        });
+
+        it('never in a relative PATH entry, nor in one inside an untrusted workspace', () => {
+            const e = { PATH: ':.:bin:/w/.venv/bin:/usr/bin' };
+            assert.equal(find(['bin/xtc-lsp', 'xtc-lsp', './xtc-lsp', '/w/.venv/bin/xtc-lsp', '/usr/bin/xtc-lsp'], false, e).command, '/usr/bin/xtc-lsp');
+            assert.equal(find(['/w/.venv/bin/xtc-lsp'], false, e).source, 'missing');
+            assert.equal(find(['/w/.venv/bin/xtc-lsp'], true, e).command, '/w/.venv/bin/xtc-lsp');
+        });
+
+        it('with the Windows names on Windows', () => {
+            const got = resolveServerCommand([], { workspaceFolders: [], platform: 'win32', home: 'C:\\Users\\u', env: { Path: 'C:\\py;C:\\tools' },
+                exists: (f) => f === 'C:\\tools\\xtc-lsp.exe' }, true);
+            assert.deepEqual(got, { command: 'C:\\tools\\xtc-lsp.exe', args: [], source: 'path', cwd: undefined });
+        });
+    });
+
+    it('prefers the workspace virtual environment in a trusted workspace', () => {
         const present = new Set(['/b/.venv/bin/xtc-lsp']);
-        const got = resolveServerCommand([], { workspaceFolders: ['/a', '/b'], exists: (f) => present.has(f), platform: 'linux' });
+        const got = resolveServerCommand([], { workspaceFolders: ['/a', '/b'], exists: (f) => present.has(f), platform: 'linux' }, true);
         assert.deepEqual(got, { command: '/b/.venv/bin/xtc-lsp', args: [], source: 'workspace', cwd: '/b' });
+    });
+
+    it('never starts a program of an untrusted workspace', () => {
+        const ctx = { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' as const, home: '/home/u', env: { PATH: '/usr/bin' } };
+        assert.deepEqual(resolveServerCommand([], ctx, false), { command: '/usr/bin/xtc-lsp', args: [], source: 'path', cwd: '/w' });
+        // a user setting that points into the workspace is not run there either
+        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx, false).command, '/usr/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp'], ctx, false).command, '/usr/bin/xtc-lsp');
+        // a user setting outside the workspace is honoured
+        assert.deepEqual(resolveServerCommand(['/opt/py/bin/xtc-lsp', '--log-level', 'DEBUG'], ctx, false),
+            { command: '/opt/py/bin/xtc-lsp', args: ['--log-level', 'DEBUG'], source: 'setting', cwd: '/w' });
+        assert.equal(resolveServerCommand(['~/bin/xtc-lsp'], ctx, false).command, '/home/u/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx, false).source, 'setting');
     });
 
     it('uses the Windows layout of a virtual environment on Windows', () => {
         const seen: string[] = [];
-        resolveServerCommand([], { workspaceFolders: ['C:\\w'], exists: (f) => { seen.push(f); return false; }, platform: 'win32' });
+        resolveServerCommand([], { workspaceFolders: ['C:\\w'], exists: (f) => { seen.push(f); return false; }, platform: 'win32' }, true);
         assert.equal(seen[0].replace(/\\/g, '/'), 'C:/w/.venv/Scripts/xtc-lsp.exe');
     });
 
     it('takes the setting first, with its arguments', () => {
         const got = resolveServerCommand(['/opt/py/bin/python', '-m', 'lsp_server', '--log-level', 'DEBUG'],
-            { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' });
+            { workspaceFolders: ['/w'], exists: () => true, platform: 'linux' }, true);
         assert.deepEqual(got, { command: '/opt/py/bin/python', args: ['-m', 'lsp_server', '--log-level', 'DEBUG'], source: 'setting', cwd: '/w' });
     });
 
     it('resolves a relative program path against the workspace, but not a bare name', () => {
         const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const };
-        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx).command, '/w/env/bin/xtc-lsp');
-        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx).command, 'xtc-lsp');
+        assert.equal(resolveServerCommand(['env/bin/xtc-lsp'], ctx, true).command, '/w/env/bin/xtc-lsp');
+        assert.equal(resolveServerCommand(['xtc-lsp', '--stdio'], ctx, true).command, 'xtc-lsp');
     });
 
     it('expands variables and ignores an empty or malformed setting', () => {
         const ctx = { workspaceFolders: ['/w'], exists: none, platform: 'linux' as const, home: '/home/u' };
-        assert.deepEqual(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp', '~/x', '${userHome}/y'], ctx),
+        assert.deepEqual(resolveServerCommand(['${workspaceFolder}/.venv/bin/xtc-lsp', '~/x', '${userHome}/y'], ctx, true),
             { command: '/w/.venv/bin/xtc-lsp', args: ['/home/u/x', '/home/u/y'], source: 'setting', cwd: '/w' });
-        assert.equal(resolveServerCommand([''], ctx).source, 'path');
-        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx).source, 'path');
-        assert.equal(resolveServerCommand([1, 2], ctx).source, 'path');
+        assert.equal(resolveServerCommand([''], ctx, true).source, 'missing');
+        assert.equal(resolveServerCommand('xtc-lsp --tcp', ctx, true).source, 'missing');
+        assert.equal(resolveServerCommand([1, 2], ctx, true).source, 'missing');
         assert.equal(expandVariables('~user/x', ctx), '~user/x');
     });
 });
