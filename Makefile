@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 test: test-python test-vscode
 
 test-python: venv
-	$(PY) -m pytest -q -m 'not e2e'
+	$(PY) -m pytest -q -rs -m 'not e2e'
 
 test-vscode:
 	@if [ -f vscode-client/package.json ]; then cd vscode-client && npm ci --no-audit --no-fund && npm test; fi

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import urllib.parse
+
 import pytest
 
 from tests.tiny import build_model, build_tokenizer, train_briefly
@@ -59,3 +63,22 @@ def corpus_dir(tmp_path_factory):
         if (STDLIB / name).exists():
             shutil.copy(STDLIB / name, out / name)
     return out
+
+
+def _registry_unreachable() -> str | None:
+    """Why the package index cannot be reached (None when it can): one TCP connect, no download."""
+    url = urllib.parse.urlparse(os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
+    except OSError as error:
+        return f"{url.hostname} unreachable ({error})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """`network` tests run where the registry answers (CI, a connected laptop) and skip offline,
+    saying why; the probe runs once, only when such a test was collected."""
+    network = [item for item in items if item.get_closest_marker("network")]
+    if network and (reason := _registry_unreachable()):
+        for item in network:
+            item.add_marker(pytest.mark.skip(reason=f"needs the PyPI registry: {reason}"))

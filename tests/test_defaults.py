@@ -54,6 +54,8 @@ def test_the_editors_complete_the_core_default_languages():
     assert tuple(re.findall(r"'([^']+)'", listed)) == defaults.LANGUAGES
     assert {f"onLanguage:{language}" for language in defaults.LANGUAGES} <= set(manifest["activationEvents"])
     lua = (REPO / "editors" / "nvim" / "xtc.lua").read_text()
-    filetypes = re.search(r"^  filetypes = \{(.*?)\},", lua, re.S | re.M).group(1)
-    assert tuple(re.findall(r"'([^']+)'", filetypes)) == defaults.NVIM_FILETYPES
+    # The `filetypes = { ... }` table at any indentation or spacing, strings in either quote style.
+    code = re.sub(r"--[^\n]*", "", lua)  # the usage comment shows an example table
+    [filetypes] = re.findall(r"\bfiletypes\s*=\s*\{([^}]*)\}", code)
+    assert tuple(q or d for q, d in re.findall(r"'([^']*)'|\"([^\"]*)\"", filetypes)) == defaults.NVIM_FILETYPES
     assert "python" in defaults.LANGUAGES and "javascript" in defaults.NVIM_FILETYPES

