@@ -11,7 +11,7 @@
 -- Install: copy this file to ~/.config/nvim/lua/xtc.lua and put in init.lua
 --
 --     require('xtc').setup({
---       -- cmd = { '/path/to/codegpt-xtc/.venv/bin/xtc-lsp' }, -- default: xtc-lsp on PATH
+--       -- cmd = { '/path/to/codegpt-xtc/.venv/bin/xtc-lsp' }, -- default: xtc-lsp on PATH, else pipx's
 --       -- use_project_venv = true, -- run <root>/.venv/bin/xtc-lsp of the file's project (trusted projects only)
 --       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0,
 --                    workspaceContext = true, contextExclude = {} },  -- contextExclude: .gitignore patterns
@@ -19,8 +19,9 @@
 --     })
 --
 -- or, without copying it: `local xtc = dofile('/path/to/editors/nvim/xtc.lua'); xtc.setup({...})`.
--- Opening a file never runs a program from its project: the server is `cmd`, else `xtc-lsp` on
--- PATH; a project's own `.venv/bin/xtc-lsp` only with `use_project_venv = true`.
+-- Opening a file never runs a program from its project: the server is `cmd`, else (only with
+-- `use_project_venv = true`) the project's own `.venv/bin/xtc-lsp`, else `xtc-lsp` on PATH, else
+-- pipx's ($PIPX_BIN_DIR, default ~/.local/bin); none found: one message says how to install it.
 -- Change settings later with `require('xtc').configure({ model = 'smollm2' })`: the server gets
 -- `workspace/didChangeConfiguration` (section `xtc`) and loads the new model.
 -- Works on Neovim 0.7 and newer (tested headless on 0.7.2 and 0.11.4 by tests/e2e/test_nvim.py).
@@ -28,7 +29,9 @@
 local M = {}
 
 M.defaults = {
-  cmd = nil, -- list: program and arguments; nil = xtc-lsp on PATH (or the project's, see use_project_venv)
+  -- list: program and arguments; nil = found: the project's (see use_project_venv), else xtc-lsp
+  -- on PATH, else pipx's ($PIPX_BIN_DIR, ~/.local/bin)
+  cmd = nil,
   -- true: start <root>/.venv/bin/xtc-lsp of the file's project when executable. Off by default:
   -- opening a downloaded repository must not run a program from it.
   use_project_venv = false,
@@ -74,7 +77,17 @@ function M.root_dir(path)
   return uv.cwd()
 end
 
---- The command that starts the server for a project at `root`.
+-- Where pipx puts the programs it installs: $PIPX_BIN_DIR, by default ~/.local/bin.
+local function pipx_bin_dir()
+  local dir = os.getenv('PIPX_BIN_DIR')
+  if dir and dir ~= '' then
+    return dir
+  end
+  return vim.fn.expand('~/.local/bin')
+end
+
+--- The command that starts the server for a project at `root`: `cmd`, else (with
+--- `use_project_venv`) <root>/.venv/bin/xtc-lsp, else xtc-lsp on PATH, else pipx's; nil if none.
 function M.server_cmd(root)
   if M.config.cmd then
     return M.config.cmd
@@ -85,8 +98,24 @@ function M.server_cmd(root)
       return { venv }
     end
   end
-  return { 'xtc-lsp' }
+  local on_path = vim.fn.exepath('xtc-lsp')
+  if on_path ~= '' then
+    return { on_path }
+  end
+  local pipx = pipx_bin_dir() .. '/xtc-lsp'
+  if vim.fn.executable(pipx) == 1 then
+    return { pipx }
+  end
+  return nil
 end
+
+--- The one-line message shown when no xtc-lsp is found.
+function M.install_hint()
+  return 'xtc: xtc-lsp not found (not on PATH, not in ' .. pipx_bin_dir()
+    .. '): install it with `pipx install codegpt-xtc`, or set `cmd` in require(\'xtc\').setup()'
+end
+
+local warned = false -- the install hint is shown once per session, not for every buffer
 
 local function capabilities()
   local caps = vim.lsp.protocol.make_client_capabilities()
@@ -123,10 +152,18 @@ local clients = {} -- root -> client id (Neovim 0.7, which has no vim.lsp.start)
 function M.attach(bufnr)
   bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
   local root = M.root_dir(vim.api.nvim_buf_get_name(bufnr))
+  local cmd = M.server_cmd(root)
+  if not cmd then
+    if not warned then
+      warned = true
+      vim.notify(M.install_hint(), vim.log.levels.WARN)
+    end
+    return nil
+  end
   local settings = vim.deepcopy(M.config.settings)
   local config = {
     name = 'xtc',
-    cmd = M.server_cmd(root),
+    cmd = cmd,
     root_dir = root,
     init_options = settings, -- initializationOptions
     settings = { xtc = settings }, -- answers workspace/configuration for section `xtc`
