@@ -59,6 +59,10 @@ class Settings:
         Accepts `{"settings": {"xtc": {...}}}`, `{"settings": {...}}`, `{"xtc": {...}}` or `{...}`."""
         section = section_of(raw)
         changes: dict[str, Any] = {}
+        for key in section.keys() - _KEYS.keys():
+            if key not in _WARNED_UNKNOWN:  # once per name: clients resend the section on every change
+                _WARNED_UNKNOWN.add(key)
+                log.warning("ignoring unknown setting xtc.%s", key)
         for key, (name, kind, low, high) in _KEYS.items():
             if key not in section or section[key] is None:
                 continue
@@ -69,7 +73,8 @@ class Settings:
                 changes[name] = value.strip()
             elif kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
                 changes[name] = tuple(v.strip() for v in value if v.strip())
-            elif kind is int and isinstance(value, (int, float)) and not isinstance(value, bool):
+            elif (kind is int and isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and value == value):  # NaN is a float too: int(nan) raises
                 changes[name] = int(min(max(value, low), high))
             else:
                 log.warning("ignoring setting xtc.%s=%r (expected %s)", key, value, kind.__name__)
@@ -87,12 +92,19 @@ _KEYS: dict[str, tuple[str, type, int, int]] = {
 }
 
 
+_WARNED_UNKNOWN: set[str] = set()
+
+
 def section_of(raw: Any) -> dict:
     if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
         raw = raw["settings"]
     if isinstance(raw, dict) and isinstance(raw.get("xtc"), dict):
         raw = raw["xtc"]
-    return raw if isinstance(raw, dict) else {}
+    if isinstance(raw, dict):
+        return raw
+    if raw is not None:
+        log.warning("ignoring settings that are not an object: %r", raw)
+    return {}
 
 
 # -- positions ----------------------------------------------------------------------------------
