@@ -306,8 +306,8 @@ class Engine:
                 error = LoadError(f"cannot load model {src or '(default)'}: {exc}; {INSTALL_HINT}")
                 with self._lock:
                     superseded = generation != self._load_generation
-                    if not superseded:
-                        self.completer, self.model_name, self.error = None, None, str(error)
+                    if not superseded:  # a working model keeps serving; the error says why the switch failed
+                        self.error = str(error)
                 if superseded:  # the user has asked for another model since: not theirs to fix
                     log.warning("%s (superseded by a newer load)", error)
                     future.set_result(None)

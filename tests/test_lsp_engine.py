@@ -399,3 +399,19 @@ def test_with_multiline_a_fresh_line_after_a_block_opener_gets_the_block_while_t
     assert [c["multiline"] for c in fake.calls] == [True, False]
     ready(fake, multiline=False).complete(request("def f(x):\n    "))
     assert fake.calls[-1]["multiline"] is False
+
+
+def test_a_failed_switch_keeps_the_working_model_serving():
+    fake = FakeCompleter("return 1")
+
+    def loader(src):
+        if src == "missing":
+            raise XtcError("no model at missing")
+        return fake
+
+    engine = Engine(Settings(), loader=loader)
+    assert engine.load().result(10) == "fake"
+    with pytest.raises(LoadError):
+        engine.configure(Settings(model="missing")).result(10)
+    assert engine.ready and "missing" in engine.error
+    assert engine.complete(request("def f():\n    "), timeout=10).text == "return 1"
