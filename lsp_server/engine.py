@@ -266,6 +266,8 @@ class Engine:
         self._shown: deque[_Shown] = deque(maxlen=cache_size)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._closed = False
+        self.retry_seconds = 2.0  # after a failed load, a request retries it at most this often
+        self._failed_at: float | None = None  # when the current model's load failed; None otherwise
         self.sources = WorkspaceSources()  # open documents and workspace folders: the workspace context
         self.sources.configure(self.settings.workspace_context, self.settings.context_exclude)
         threading.Thread(target=self._work, name="xtc-complete", daemon=True).start()
@@ -308,6 +310,7 @@ class Engine:
                     superseded = generation != self._load_generation
                     if not superseded:  # a working model keeps serving; the error says why the switch failed
                         self.error = str(error)
+                        self._failed_at = time.monotonic()
                 if superseded:  # the user has asked for another model since: not theirs to fix
                     log.warning("%s (superseded by a newer load)", error)
                     future.set_result(None)
@@ -318,7 +321,7 @@ class Engine:
                 if generation != self._load_generation:
                     future.set_result(None)
                     return
-                self.completer, self.error = completer, None
+                self.completer, self.error, self._failed_at = completer, None, None
                 self.model_name = getattr(completer.rt, "name", None) or src
                 self._shown.clear()
             if getattr(completer, "tokenizer", None) is not None:
@@ -361,6 +364,7 @@ class Engine:
         elif self.sources.excluded(self.sources.name(request.document)):  # .env, keys: never to a model
             job.finish("", "excluded")
         elif not self.ready:
+            self._retry_failed_load()
             job.finish("", "not-ready")
         elif (cached := self._from_cache(job)) is not None:
             job.finish(cached, "cache")
@@ -371,6 +375,16 @@ class Engine:
         else:
             self._queue.put(job)
         return job.future
+
+    def _retry_failed_load(self) -> Future | None:
+        """Load again after a failure, so that following the install hint works without a restart."""
+        with self._lock:
+            failed_at = self._failed_at
+            if failed_at is None or time.monotonic() - failed_at < self.retry_seconds:
+                return None
+            self._failed_at = None  # one retry in flight; a new failure sets it again
+        log.info("retrying the model load after: %s", self.error)
+        return self.load()
 
     def complete(self, request: Request, timeout: float | None = None) -> Suggestion:
         """Blocking convenience around `submit`."""

@@ -415,3 +415,24 @@ def test_a_failed_switch_keeps_the_working_model_serving():
         engine.configure(Settings(model="missing")).result(10)
     assert engine.ready and "missing" in engine.error
     assert engine.complete(request("def f():\n    "), timeout=10).text == "return 1"
+
+
+def test_a_request_after_a_failed_load_retries_it_so_installing_needs_no_restart():
+    fake = FakeCompleter("return 1")
+    installed = threading.Event()
+
+    def loader(src):
+        if not installed.is_set():
+            raise XtcError("no model installed")
+        return fake
+
+    engine = Engine(Settings(), loader=loader)
+    engine.retry_seconds = 0.0
+    with pytest.raises(LoadError):
+        engine.load().result(10)
+    installed.set()  # the user runs `xtc install smollm2`
+    assert engine.complete(request("def f():\n    "), timeout=10).text == ""  # not ready yet: starts the retry
+    deadline = time.monotonic() + 10
+    while not engine.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.complete(request("def f():\n    "), timeout=10).text == "return 1"
