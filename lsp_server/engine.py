@@ -59,6 +59,10 @@ class Settings:
         Accepts `{"settings": {"xtc": {...}}}`, `{"settings": {...}}`, `{"xtc": {...}}` or `{...}`."""
         section = section_of(raw)
         changes: dict[str, Any] = {}
+        for key in section.keys() - _KEYS.keys():
+            if key not in _WARNED_UNKNOWN:  # once per name: clients resend the section on every change
+                _WARNED_UNKNOWN.add(key)
+                log.warning("ignoring unknown setting xtc.%s", key)
         for key, (name, kind, low, high) in _KEYS.items():
             if key not in section or section[key] is None:
                 continue
@@ -69,7 +73,8 @@ class Settings:
                 changes[name] = value.strip()
             elif kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
                 changes[name] = tuple(v.strip() for v in value if v.strip())
-            elif kind is int and isinstance(value, (int, float)) and not isinstance(value, bool):
+            elif (kind is int and isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and value == value):  # NaN is a float too: int(nan) raises
                 changes[name] = int(min(max(value, low), high))
             else:
                 log.warning("ignoring setting xtc.%s=%r (expected %s)", key, value, kind.__name__)
@@ -87,12 +92,19 @@ _KEYS: dict[str, tuple[str, type, int, int]] = {
 }
 
 
+_WARNED_UNKNOWN: set[str] = set()
+
+
 def section_of(raw: Any) -> dict:
     if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
         raw = raw["settings"]
     if isinstance(raw, dict) and isinstance(raw.get("xtc"), dict):
         raw = raw["xtc"]
-    return raw if isinstance(raw, dict) else {}
+    if isinstance(raw, dict):
+        return raw
+    if raw is not None:
+        log.warning("ignoring settings that are not an object: %r", raw)
+    return {}
 
 
 # -- positions ----------------------------------------------------------------------------------
@@ -254,6 +266,8 @@ class Engine:
         self._shown: deque[_Shown] = deque(maxlen=cache_size)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._closed = False
+        self.retry_seconds = 2.0  # after a failed load, a request retries it at most this often
+        self._failed_at: float | None = None  # when the current model's load failed; None otherwise
         self.sources = WorkspaceSources()  # open documents and workspace folders: the workspace context
         self.sources.configure(self.settings.workspace_context, self.settings.context_exclude)
         threading.Thread(target=self._work, name="xtc-complete", daemon=True).start()
@@ -294,8 +308,9 @@ class Engine:
                 error = LoadError(f"cannot load model {src or '(default)'}: {exc}; {INSTALL_HINT}")
                 with self._lock:
                     superseded = generation != self._load_generation
-                    if not superseded:
-                        self.completer, self.model_name, self.error = None, None, str(error)
+                    if not superseded:  # a working model keeps serving; the error says why the switch failed
+                        self.error = str(error)
+                        self._failed_at = time.monotonic()
                 if superseded:  # the user has asked for another model since: not theirs to fix
                     log.warning("%s (superseded by a newer load)", error)
                     future.set_result(None)
@@ -306,7 +321,7 @@ class Engine:
                 if generation != self._load_generation:
                     future.set_result(None)
                     return
-                self.completer, self.error = completer, None
+                self.completer, self.error, self._failed_at = completer, None, None
                 self.model_name = getattr(completer.rt, "name", None) or src
                 self._shown.clear()
             if getattr(completer, "tokenizer", None) is not None:
@@ -349,6 +364,7 @@ class Engine:
         elif self.sources.excluded(self.sources.name(request.document)):  # .env, keys: never to a model
             job.finish("", "excluded")
         elif not self.ready:
+            self._retry_failed_load()
             job.finish("", "not-ready")
         elif (cached := self._from_cache(job)) is not None:
             job.finish(cached, "cache")
@@ -359,6 +375,16 @@ class Engine:
         else:
             self._queue.put(job)
         return job.future
+
+    def _retry_failed_load(self) -> Future | None:
+        """Load again after a failure, so that following the install hint works without a restart."""
+        with self._lock:
+            failed_at = self._failed_at
+            if failed_at is None or time.monotonic() - failed_at < self.retry_seconds:
+                return None
+            self._failed_at = None  # one retry in flight; a new failure sets it again
+        log.info("retrying the model load after: %s", self.error)
+        return self.load()
 
     def complete(self, request: Request, timeout: float | None = None) -> Suggestion:
         """Blocking convenience around `submit`."""

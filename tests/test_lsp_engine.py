@@ -402,3 +402,40 @@ def test_with_multiline_a_fresh_line_after_a_block_opener_gets_the_block_while_t
     assert [c["multiline"] for c in fake.calls] == [True, False]
     ready(fake, multiline=False).complete(request("def f(x):\n    "))
     assert fake.calls[-1]["multiline"] is False
+
+
+def test_a_failed_switch_keeps_the_working_model_serving():
+    fake = FakeCompleter("return 1")
+
+    def loader(src):
+        if src == "missing":
+            raise XtcError("no model at missing")
+        return fake
+
+    engine = Engine(Settings(), loader=loader)
+    assert engine.load().result(10) == "fake"
+    with pytest.raises(LoadError):
+        engine.configure(Settings(model="missing")).result(10)
+    assert engine.ready and "missing" in engine.error
+    assert engine.complete(request("def f():\n    "), timeout=10).text == "return 1"
+
+
+def test_a_request_after_a_failed_load_retries_it_so_installing_needs_no_restart():
+    fake = FakeCompleter("return 1")
+    installed = threading.Event()
+
+    def loader(src):
+        if not installed.is_set():
+            raise XtcError("no model installed")
+        return fake
+
+    engine = Engine(Settings(), loader=loader)
+    engine.retry_seconds = 0.0
+    with pytest.raises(LoadError):
+        engine.load().result(10)
+    installed.set()  # the user runs `xtc install smollm2`
+    assert engine.complete(request("def f():\n    "), timeout=10).text == ""  # not ready yet: starts the retry
+    deadline = time.monotonic() + 10
+    while not engine.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.complete(request("def f():\n    "), timeout=10).text == "return 1"
