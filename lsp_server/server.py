@@ -14,6 +14,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from lsp_server import __version__
+from lsp_server.document import use_lsp_lines
 from lsp_server.engine import Engine, LoadError, Request, Settings, Suggestion, units_of
 
 log = logging.getLogger("xtc-lsp")
@@ -140,6 +141,7 @@ def create_server() -> XtcServer:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: XtcServer, params: types.InitializeParams) -> None:
+        use_lsp_lines(ls.workspace)  # pygls made it just before this handler, with no document yet
         ls.engine.settings = settings = Settings().updated(params.initialization_options)
         ls.engine.sources.configure(settings.workspace_context, settings.context_exclude)
         folders = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
