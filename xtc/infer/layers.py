@@ -13,7 +13,9 @@ scale and min per output row and group, `w = scale * q + min`. One linear class 
 
 The last two quantise their input per token to int8 exactly as the training side does
 (`quantize_rows`), sum integer products exactly, and apply scales and mins per group in fp32, so
-the result equals the fake-quantised student's up to float rounding. The on-disk layout is fixed;
+the result equals the fake-quantised student's up to float rounding. Their numpy path (and the
+head's, and the norms') rounds exactly as the kernels do (`xtc.infer.exact`): the same logits on
+every instruction set and without kernels. The on-disk layout is fixed;
 the in-memory layouts are the kernels' (`xtc.infer.layouts`).
 """
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xtc.core.format import dequantize_affine
+from xtc.infer import exact
 from xtc.infer.layouts import affine_codes, affine_layout, head4_codes, head4_layout, round_up, scale_min_layout
 
 
@@ -150,6 +153,19 @@ class Int8Linear:
     def groups(self) -> int:
         return self.padded // self.kgroup
 
+    @property
+    def levels(self) -> int:
+        return 2 if isinstance(self, BinaryLinear) else 2 ** self.bits
+
+    def codes(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def plain_codes(self) -> np.ndarray:
+        """The codes (rows, in_features) as uint8, kept for the numpy path (built on first use)."""
+        if getattr(self, "_codes", None) is None:
+            self._codes = np.ascontiguousarray(self.codes(), np.uint8)
+        return self._codes
+
     def prepare(self, rt: "Kernels") -> None:
         """Build what the runtime's kernel variant needs beyond the common layout (once)."""
 
@@ -164,8 +180,7 @@ class Int8Linear:
         lib = rt.lib if rt is not None else None
         if lib is None or not self.kernel_ok:
             q, scale = quantize_rows(x)
-            y = (q @ self.dense().T) * scale
-            return y + self.bias if self.bias is not None else y
+            return exact.int8_linear(q, scale, self.plain_codes(), self.levels, self.scale, self.mins, self.bias)
         self.prepare(rt)
         m, k = x.shape
         work = Work(m, self.padded, self.groups)
@@ -399,11 +414,12 @@ class Table:
         self.group = self.dim
         self.packed4 = self.sm = self.codes = self.scale = self.mins = None
         self._dense: np.ndarray | None = None
+        self._codes4: np.ndarray | None = None  # the 4-bit codes unpacked, for the numpy path
 
     @classmethod
     def quantized(cls, codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray) -> "Table":
         table = cls.__new__(cls)
-        table.weight, table._dense = None, None
+        table.weight, table._dense, table._codes4 = None, None, None
         table.packed4 = table.sm = table.codes = table.scale = table.mins = None
         table.rows, table.dim = codes.shape
         table.group = table.dim // scale.shape[1]
@@ -460,7 +476,16 @@ class Table:
                 lib.xtc_gemv_i8f(m, self.rows, k, self.group, x.ctypes.data, k, self.codes.ctypes.data,
                                  self.scale.ctypes.data, _ptr(self.mins), y.ctypes.data, self.rows)
                 return y
-        return x @ self.dense().T
+        elif self.weight is not None:
+            return exact.head_f32(x, self.weight)
+        elif self.packed4 is not None:
+            if self._codes4 is None:
+                self._codes4 = head4_codes(self.packed4)
+            pairs = self.sm.view(np.float16).astype(np.float32)
+            return exact.head_u4(x, self._codes4, pairs[..., 0], pairs[..., 1])
+        elif self.dim % 8 == 0 and self.group % 8 == 0:
+            return exact.head_i8(x, self.codes, self.scale, self.mins)
+        return x @ self.dense().T  # what the kernels do too for such tables
 
 
 # -- the model ------------------------------------------------------------------------------------
@@ -482,12 +507,7 @@ class Norm:
             out = np.empty_like(x)
             rt.lib.xtc_norm(x.ctypes.data, m, k, k, *self.ptrs, self.eps, int(self.rms), out.ctypes.data, k)
             return out
-        if self.rms:
-            return self.weight * (x * (1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(self.eps))))
-        mean = x.mean(-1, keepdims=True)
-        var = ((x - mean) ** 2).mean(-1, keepdims=True)
-        y = (x - mean) / np.sqrt(var + np.float32(self.eps)) * self.weight
-        return y + self.bias if self.bias is not None else y
+        return exact.norm(x, self.weight, self.bias, self.eps, self.rms)
 
 
 @dataclass

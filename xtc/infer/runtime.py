@@ -22,6 +22,7 @@ import numpy as np
 from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.sources import Source, load_with_transformers, resolve
+from xtc.infer import exact
 from xtc.infer import kernels as kernels_lib
 from xtc.infer.kv_cache import KVCache
 from xtc.infer.layers import Block, Int8Linear, Kernels, Spec, Split, Work
@@ -56,6 +57,7 @@ ARCHITECTURES = {
     "llama": Architecture(True, frozenset({"silu"}), 0),
     "gpt2": Architecture(False, frozenset({"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}), 1),
 }
+TANH_GELUS = ARCHITECTURES["gpt2"].fused_activations  # one formula: xtc_gelu_tanh, exact.gelu_tanh
 
 
 class Runtime:
@@ -216,8 +218,8 @@ class Runtime:
             lib.xtc_attention(n, start, H, KV, hd, qkv.ctypes.data, width, *self._kv_ptrs[i], self._cap,
                               out.ctypes.data, H * hd, self.attn_scale)
         else:
-            out[:] = _attention_numpy(qkv[:, :H * hd].reshape(n, H, hd), self.cache.keys[i], self.cache.values[i],
-                                      start, self.attn_scale)
+            out[:] = exact.attention(qkv[:, :H * hd].reshape(n, H, hd), self.cache.keys[i], self.cache.values[i],
+                                     start, self.attn_scale)
         return block.out(out, self.ops)
 
     def _mlp(self, block: Block, h: np.ndarray) -> np.ndarray:
@@ -228,9 +230,11 @@ class Runtime:
                 out = np.empty((a.shape[0], f), np.float32)
                 self.lib.xtc_silu_mul(a.ctypes.data, a.shape[0], f, a.shape[1], out.ctypes.data, f)
                 a = out
+            elif self.spec.activation == "silu":
+                a = exact.silu_mul(a[:, :f], a[:, f:])
             else:
                 a = _activate(a[:, :f], self.spec.activation) * a[:, f:]
-        elif self.lib is not None and self.spec.activation in ("gelu_new", "gelu_pytorch_tanh"):
+        elif self.lib is not None and self.spec.activation in TANH_GELUS:
             self.lib.xtc_gelu_tanh(a.ctypes.data, a.size)
         else:
             a = _activate(a, self.spec.activation)
@@ -258,28 +262,11 @@ def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos + rotated * sin
 
 
-def _attention_numpy(q: np.ndarray, keys: np.ndarray, values: np.ndarray, start: int, scale: float) -> np.ndarray:
-    n, H, hd = q.shape
-    KV = keys.shape[0]
-    end = start + n
-    KV_, blocks, hd_, _ = keys.shape
-    kt = keys.transpose(0, 2, 1, 3).reshape(KV_, hd_, blocks * 16)[:, :, :end]  # (KV, hd, end)
-    v = values[:, :end]  # (KV, end, hd)
-    qh = q.transpose(1, 0, 2).reshape(KV, H // KV * n, hd)  # heads sharing a kv head, grouped
-    scores = (qh @ kt).reshape(H, n, end) * np.float32(scale)
-    visible = np.arange(end)[None, :] <= (start + np.arange(n))[:, None]
-    scores = np.where(visible, scores, -np.inf)
-    scores = np.exp(scores - scores.max(-1, keepdims=True))
-    scores /= scores.sum(-1, keepdims=True)
-    out = scores.reshape(KV, H // KV * n, end) @ v
-    return out.reshape(H, n, hd).transpose(1, 0, 2).reshape(n, H * hd)
-
-
 def _activate(x: np.ndarray, name: str) -> np.ndarray:
     if name == "silu":
         return x / (1.0 + np.exp(-x))
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return 0.5 * x * (1.0 + np.tanh(np.float32(math.sqrt(2.0 / math.pi)) * (x + np.float32(0.044715) * x ** 3)))
+    if name in TANH_GELUS:
+        return exact.gelu_tanh(x)
     if name == "relu":
         return np.maximum(x, 0)
     if name == "gelu":

@@ -63,7 +63,9 @@ BEST_FIRST = ("avx512-vnni", "avx2")
 ALIASES = {"avx512": "avx512-vnni", "0": NUMPY, "false": NUMPY, "no": NUMPY, "off": NUMPY, "none": NUMPY}
 # -Werror is for the tests (tests/test_kernels.py builds every variant with it): a user's newer
 # compiler may warn about something new, which must not cost them the kernels.
-BASE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-fno-math-errno", "-std=c++17", "-Wall", "-Wextra")
+# -ffp-contract=off: no multiply and add fused unless the source says so, whatever the instruction
+# set, so every build rounds as the numpy reference does (xtc.infer.exact).
+BASE_FLAGS = ("-O3", "-fopenmp", "-fPIC", "-fno-math-errno", "-ffp-contract=off", "-std=c++17", "-Wall", "-Wextra")
 WERROR = ("-Werror",)
 
 _P = ctypes.c_void_p

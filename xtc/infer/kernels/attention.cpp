@@ -2,6 +2,32 @@
 // 256-bit code in both builds: attention is a small share of the time and bound by the cache reads.
 #include "common.h"
 
+// Softmax numerators of one row of scores in place, zeros from len to Lpad; returns 1 / their sum.
+// All in 8-lane vectors, the last one masked (no scalar expf: its rounding is libm's), the sum as
+// lanes then hsum_ps: the order xtc.infer.exact repeats.
+static inline float softmax_row(float* sr, int len, int Lpad) {
+    const int body = len & ~7;
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(len - body), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 minf = _mm256_set1_ps(-INFINITY);
+    __m256 vm = minf;
+    for (int j = 0; j < body; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sr + j));
+    if (body < len) vm = _mm256_max_ps(vm, _mm256_blendv_ps(minf, _mm256_maskload_ps(sr + body, tail), _mm256_castsi256_ps(tail)));
+    const __m256 vmx = _mm256_set1_ps(hmax_ps(vm));
+    __m256 vsum = _mm256_setzero_ps();
+    for (int j = 0; j < body; j += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vmx));
+        _mm256_storeu_ps(sr + j, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    if (body < len) {  // masked loads and stores only here: AMD's masked stores are slow
+        const __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(sr + body, tail), vmx)), _mm256_castsi256_ps(tail));
+        _mm256_maskstore_ps(sr + body, tail, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    for (int j = len; j < Lpad; j++) sr[j] = 0.0f;  // future keys are masked
+    return 1.0f / hsum_ps(vsum);
+}
+
 // Causal attention of n new queries (positions start..start+n-1) over the cache.
 // q: token i, head h at q[i*ldq + h*hd]. Keys are stored in panels of 16 positions,
 // (KVH, cap/16, hd, 16), so that 16 keys x hd are contiguous; values (KVH, cap, hd).
@@ -30,29 +56,7 @@ static void attn_rows(const float* const* qr, const int* len, int Lmax, int hd, 
         }
     }
     float inv[R];
-    for (int r = 0; r < R; r++) {
-        float* sr = s + (size_t)r * cap;
-        float mx = -INFINITY;
-        int j = 0;
-        __m256 vm = _mm256_set1_ps(-INFINITY);
-        for (; j + 8 <= len[r]; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sr + j));
-        mx = hmax_ps(vm);
-        for (; j < len[r]; j++) mx = sr[j] > mx ? sr[j] : mx;
-        __m256 vmx = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        j = 0;
-        for (; j + 8 <= len[r]; j += 8) {
-            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vmx));
-            _mm256_storeu_ps(sr + j, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        float sum = hsum_ps(vsum);
-        for (; j < len[r]; j++) {
-            sr[j] = expf(sr[j] - mx);
-            sum += sr[j];
-        }
-        for (; j < Lpad; j++) sr[j] = 0.0f;  // future keys are masked
-        inv[r] = 1.0f / sum;
-    }
+    for (int r = 0; r < R; r++) inv[r] = softmax_row(s + (size_t)r * cap, len[r], Lpad);
     for (int d0 = 0; d0 < hd; d0 += 8 * DC) {
         __m256 a[R][DC];
         for (int r = 0; r < R; r++)
@@ -87,22 +91,16 @@ static void attn_rows_scalar(int R, const float* const* qr, const int* len, int 
                              float scale, float* s, int cap, float* const* orow) {
     for (int r = 0; r < R; r++) {
         float* sr = s + (size_t)r * cap;
-        float mx = -INFINITY;
         for (int j = 0; j < len[r]; j++) {
             float acc = 0.0f;
             for (int d = 0; d < hd; d++) acc += qr[r][d] * KP[(size_t)(j / 16) * 16 * hd + 16 * d + j % 16];
             sr[j] = acc * scale;
-            mx = sr[j] > mx ? sr[j] : mx;
         }
-        float sum = 0.0f;
-        for (int j = 0; j < len[r]; j++) {
-            sr[j] = expf(sr[j] - mx);
-            sum += sr[j];
-        }
+        const float inv = softmax_row(sr, len[r], len[r]);
         for (int d = 0; d < hd; d++) {
             float acc = 0.0f;
             for (int j = 0; j < len[r]; j++) acc += sr[j] * V[(size_t)j * hd + d];
-            orow[r][d] = acc / sum;
+            orow[r][d] = acc * inv;
         }
     }
 }

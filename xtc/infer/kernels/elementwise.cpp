@@ -122,16 +122,40 @@ static inline __m256 silu_mul8(__m256 g, __m256 up) {
     return _mm256_mul_ps(_mm256_mul_ps(g, sig), up);
 }
 
+// The last n < 8 lanes of a row: loads and stores masked (lanes past n read as 0, not written), so
+// that a row's tail rounds as its body does (no scalar expf / tanhf: their rounding is libm's).
+static inline __m256i tail_mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 // silu(gate) * up of one row of a fused (gate | up) output.
 static void silu_mul_row(const float* g, int F, float* o) {
     const float* up = g + F;
     int f = 0;
     for (; f + 8 <= F; f += 8) _mm256_storeu_ps(o + f, silu_mul8(_mm256_loadu_ps(g + f), _mm256_loadu_ps(up + f)));
-    for (; f < F; f++) o[f] = g[f] / (1.0f + expf(-g[f])) * up[f];
+    if (f < F) {
+        const __m256i m = tail_mask(F - f);
+        _mm256_maskstore_ps(o + f, m, silu_mul8(_mm256_maskload_ps(g + f, m), _mm256_maskload_ps(up + f, m)));
+    }
 }
 
-static inline float gelu_tanh1(float v) {
-    return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+// GELU, tanh approximation: 0.5 v (1 + tanh(u)), u = sqrt(2 / pi) (v + 0.044715 v^3), with
+// tanh(u) = 1 - 2 / (exp(2 u) + 1) on exp256 (saturates to +-1 where exp256 clamps).
+static inline __m256 gelu8(__m256 v) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 c = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(v, c));
+    __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(exp256(_mm256_add_ps(u, u)), one)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, t));
+}
+
+static void gelu_row(const float* a, long F, float* o) {
+    long f = 0;
+    for (; f + 8 <= F; f += 8) _mm256_storeu_ps(o + f, gelu8(_mm256_loadu_ps(a + f)));
+    if (f < F) {
+        const __m256i m = tail_mask((int)(F - f));
+        _mm256_maskstore_ps(o + f, m, gelu8(_mm256_maskload_ps(a + f, m)));
+    }
 }
 
 // out[m, f] = silu(gu[m, f]) * gu[m, F + f]   (Llama MLP on the fused gate/up output)
@@ -154,7 +178,7 @@ API void xtc_act_quant(int kind, const float* a, int M, int F, int ld, int Kp, i
             if (kind == 0) {
                 silu_mul_row(g, F, row);
             } else {
-                for (int f = 0; f < F; f++) row[f] = gelu_tanh1(g[f]);
+                gelu_row(g, F, row);
             }
             quant_row(row, F, Kp, gl, q + (size_t)m * Kp, sx + m, qsum + (size_t)m * G);
         }
@@ -164,6 +188,7 @@ API void xtc_act_quant(int kind, const float* a, int M, int F, int ld, int Kp, i
 
 // GELU, tanh approximation (GPT-2's gelu_new), in place.
 API void xtc_gelu_tanh(float* x, long n) {
+    const long chunk = 4096;
 #pragma omp parallel for NT schedule(static) if (n > 65536)
-    for (long i = 0; i < n; i++) x[i] = gelu_tanh1(x[i]);
+    for (long i = 0; i < n; i += chunk) gelu_row(x + i, n - i < chunk ? n - i : chunk, x + i);
 }

@@ -37,28 +37,9 @@ API void xtc_gemv_f32rows(int M, int N, int K, const float* x, int ldx, const fl
     }
 }
 
-// Dot product of 8 (AVX2) or 16 (AVX-512) int8 codes with fp32 activations, into acc.
-#if XTC_AVX512
-typedef __m512 hacc;
-static inline hacc hacc_zero() { return _mm512_setzero_ps(); }
-static inline float hacc_sum(hacc a) { return _mm512_reduce_add_ps(a); }
-static inline hacc hacc_scale(hacc part, float s, hacc acc) { return _mm512_fmadd_ps(part, _mm512_set1_ps(s), acc); }
-static inline hacc hacc_add(hacc a, hacc b) { return _mm512_add_ps(a, b); }
-#define I8_STEP 16
-static inline hacc dot_i8(const int8_t* c, const float* x, hacc acc) {
-    __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)c)));
-    return _mm512_fmadd_ps(w, _mm512_loadu_ps(x), acc);
-}
-// The last 8 codes of a group whose length is a multiple of 8 but not of 16.
-static inline hacc dot_i8_tail(const int8_t* c, const float* x, hacc acc) {
-    __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)c)));
-    return _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(0x00FF, x), acc);
-}
-// 16 codes (unsigned bytes 0..15) times 16 activations.
-static inline hacc dot_u4x16(__m128i codes, const float* x, hacc acc) {
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes)), _mm512_loadu_ps(x), acc);
-}
-#else
+// Dot products of 8 int8 or 4-bit codes with fp32 activations, into acc. The same 256-bit code in
+// both builds: a 512-bit accumulator would sum other lanes together, and the head's rounding
+// must not depend on the instruction set (greedy decoding turns ulps into other tokens).
 typedef __m256 hacc;
 static inline hacc hacc_zero() { return _mm256_setzero_ps(); }
 static inline float hacc_sum(hacc a) { return hsum_ps(a); }
@@ -69,13 +50,11 @@ static inline hacc dot_i8(const int8_t* c, const float* x, hacc acc) {
     __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)c)));
     return _mm256_fmadd_ps(w, _mm256_loadu_ps(x), acc);
 }
-static inline hacc dot_i8_tail(const int8_t* c, const float* x, hacc acc) { return dot_i8(c, x, acc); }
 static inline hacc dot_u4x16(__m128i codes, const float* x, hacc acc) {
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), _mm256_loadu_ps(x), acc);
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8))), _mm256_loadu_ps(x + 8),
                            acc);
 }
-#endif
 
 // Rows are processed HEAD_ROWS at a time with two accumulators each: one row's multiply-adds
 // form a dependency chain (4-cycle latency), so independent rows keep the FMA units busy, and
@@ -98,8 +77,6 @@ static void i8_rows(int n0, int K, int gl, const float* xr, const float* xs, con
         int k = g * gl, p = 0;
         for (; k + I8_STEP <= (g + 1) * gl; k += I8_STEP, p ^= 1)
             for (int r = 0; r < R; r++) part[r][p] = dot_i8(codes + (size_t)(n0 + r) * K + k, xr + k, part[r][p]);
-        if (k < (g + 1) * gl)
-            for (int r = 0; r < R; r++) part[r][p] = dot_i8_tail(codes + (size_t)(n0 + r) * K + k, xr + k, part[r][p]);
         for (int r = 0; r < R; r++) {
             total[r] = hacc_scale(hacc_add(part[r][0], part[r][1]), scale[(size_t)(n0 + r) * G + g], total[r]);
             if (mins) offset[r] += mins[(size_t)(n0 + r) * G + g] * xs[g];
