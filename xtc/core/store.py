@@ -3,7 +3,8 @@
 The store lives in `$XTC_HOME` (default `~/.local/share/xtc`). Models shipped inside the
 repository (`models/`) are listed too, read-only: `$XTC_REPO_MODELS` names that directory, else it
 is found beside the package when the package runs from a checkout (pyproject.toml and models/
-next to `xtc/`); a non-editable install has none. Installing (which loads and converts models,
+next to `xtc/`), else inside an installed wheel (`xtc/_models/`, copied from models/ at build time
+by setup.py). Installing (which loads and converts models,
 so needs torch) is `xtc.train.install`'s; the store only gives it a staging directory, an atomic
 move into place and the default's bookkeeping.
 """
@@ -23,17 +24,21 @@ from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.format import CONFIG, weight_files_mb
 
+PACKAGED_MODELS = "_models"  # xtc/_models in a built wheel: setup.py copies models/ there
+
+
 def repo_models() -> Path | None:
     """The repository's `models/` directory: `$XTC_REPO_MODELS` when set ("" = none), else the
-    checkout's when the package runs from one, else None (e.g. installed into site-packages, where
-    a `models/` beside the package would be another distribution's)."""
+    checkout's when the package runs from one, else the copy a wheel carries (`xtc/_models`), else
+    None (a `models/` beside site-packages would be another distribution's)."""
     configured = os.environ.get(defaults.REPO_MODELS_ENV)
     if configured is not None:
         return Path(configured).expanduser() if configured.strip() else None
     root = Path(__file__).resolve().parents[2]  # the folder holding the `xtc` package
     if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
         return root / "models"
-    return None
+    packaged = Path(__file__).resolve().parents[1] / PACKAGED_MODELS
+    return packaged if packaged.is_dir() else None
 
 
 REPO_MODELS: Path | None = repo_models()
