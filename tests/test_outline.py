@@ -119,7 +119,7 @@ def test_the_block_changes_when_the_cursors_line_names_a_new_module_not_while_ty
     tokenizer = build_tokenizer(extra_special=(REPO_NAME, FILE_SEP, "<filename>"))
     index = WorkspaceIndex()
     index.set_document("mp/forkserver.py", FORKSERVER)
-    workspace = Workspace(tokenizer, budget=512, index=index)
+    workspace = Workspace(tokenizer, budget=512, index=index, outlines=0.5)
     head = "def launch(self):\n    self.pid = "
     plain = workspace.context("mp/popen.py", head + "launch").text
     named = workspace.context("mp/popen.py", head + "forkserver.").text

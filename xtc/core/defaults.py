@@ -108,7 +108,7 @@ CONTEXT_LAYOUT = "repo"
 CONTEXT_MAX_FILES = 5000  # files indexed from the workspace folders
 CONTEXT_MAX_FILE_BYTES = 1_000_000  # larger files are data, not code people write
 CONTEXT_MAX_LINE_CHARS = 400  # longer lines are cut in snippets
-CONTEXT_OUTLINE_SHARE = 0.5  # of the workspace budget, at most, for outlines of modules named near the cursor
+CONTEXT_OUTLINE_SHARE = 0.0  # share of the workspace budget for outlines of modules named near the cursor (off: measured no gain, docs/workspace-context.md)
 CONTEXT_OUTLINES = 2  # outlines of at most this many modules
 CONTEXT_NEAR_COPY = 0.9  # a snippet this similar to the cursor's lines repeats them: skipped
 # The server withholds a suggestion whose mean token log-probability is below this (rules.unsure):
