@@ -178,6 +178,8 @@ def build_parser() -> Parser:
     p.add_argument("--outlines", type=_fraction, default=defaults.CONTEXT_OUTLINE_SHARE, metavar="SHARE",
                    help="at most this share of --workspace-tokens for outlines of the modules named in front of "
                         "a dot near the cursor (0: none)")
+    p.add_argument("--member-names", action=argparse.BooleanOptionalAction, default=defaults.CONTEXT_MEMBER_NAMES,
+                   help="after `module.`, write only a name that workspace module defines")
     p.add_argument("--retriever", choices=defaults.CONTEXT_RETRIEVERS, default=defaults.CONTEXT_RETRIEVER)
     p.add_argument("--layout", choices=defaults.CONTEXT_LAYOUTS, default=defaults.CONTEXT_LAYOUT,
                    help="snippets under <repo_name>/<file_sep> tokens (when the vocabulary has them) or as comments")
@@ -335,7 +337,8 @@ def cmd_eval(args) -> int:
         if args.workspace is not None:
             n = len(items) if args.limit is None else min(args.limit, len(items))
             workspace, context = open_workspace(completer, args.workspace, items[:n], budget=args.workspace_tokens,
-                                                retriever=args.retriever, layout=args.layout, outlines=args.outlines)
+                                                retriever=args.retriever, layout=args.layout, outlines=args.outlines,
+                                                member_names=args.member_names)
         complete = editor_completion(completer, workspace, max_new_tokens=args.max_new_tokens,
                                      context_tokens=args.context_tokens)
         result = {"model": args.model, **evaluate(complete, items, limit=args.limit, progress=not args.json,

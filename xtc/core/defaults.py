@@ -110,6 +110,7 @@ CONTEXT_MAX_FILE_BYTES = 1_000_000  # larger files are data, not code people wri
 CONTEXT_MAX_LINE_CHARS = 400  # longer lines are cut in snippets
 CONTEXT_OUTLINE_SHARE = 0.0  # share of the workspace budget for outlines of modules named near the cursor (off: measured no gain, docs/workspace-context.md)
 CONTEXT_OUTLINES = 2  # outlines of at most this many modules
+CONTEXT_MEMBER_NAMES = True  # after `module.`, write only a name that workspace module defines (docs/workspace-context.md)
 CONTEXT_NEAR_COPY = 0.9  # a snippet this similar to the cursor's lines repeats them: skipped
 # The server withholds a suggestion whose mean token log-probability is below this (rules.unsure):
 # on the first 200 random-cut items it hides 18% of the default student's suggestions, none of them

@@ -15,7 +15,8 @@ from xtc.infer.context.workspace import Workspace
 def open_workspace(completer: Completer, root: Path, items: list[dict], *,
                    budget: int = defaults.WORKSPACE_CONTEXT_TOKENS, retriever: str = defaults.CONTEXT_RETRIEVER,
                    layout: str = defaults.CONTEXT_LAYOUT,
-                   outlines: float = defaults.CONTEXT_OUTLINE_SHARE) -> tuple[Workspace, dict]:
+                   outlines: float = defaults.CONTEXT_OUTLINE_SHARE,
+                   member_names: bool = defaults.CONTEXT_MEMBER_NAMES) -> tuple[Workspace, dict]:
     """The workspace rooted at `root`, indexed, and a description of it for the result. Every item
     must name its file (`path`, relative to `root`)."""
     root = Path(root)
@@ -28,10 +29,11 @@ def open_workspace(completer: Completer, root: Path, items: list[dict], *,
         if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
             raise XtcError(f"item {number}: \"path\" {path!r} must be relative to the workspace")
     workspace = Workspace(completer.tokenizer, budget=budget, retriever=retriever, layout=layout, repo_name=root.name,
-                          outlines=outlines)
+                          outlines=outlines, member_names=member_names)
     stats = workspace.add_folder(root)
     described = {"workspace": str(root), "files": stats.files, "windows": len(workspace.index),
-                 "tokens": budget, "retriever": retriever, "layout": workspace.layout, "outlines": outlines}
+                 "tokens": budget, "retriever": retriever, "layout": workspace.layout, "outlines": outlines,
+                 "member_names": member_names}
     return workspace, described
 
 

@@ -58,6 +58,8 @@ def evaluate(
             done[i] = prediction_row(i, items[i], pred, time.perf_counter() - t, model)
             if hasattr(answer, "mean_logprob"):  # how sure the model was: for choosing what to show
                 done[i]["mean_logprob"] = round(answer.mean_logprob, 4)
+            if getattr(answer, "steered", False):  # a workspace module's member name replaced the model's choice
+                done[i]["steered"] = True
             if writer is not None:
                 writer.write(json.dumps(done[i], ensure_ascii=False) + "\n")
                 writer.flush()

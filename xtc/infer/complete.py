@@ -16,7 +16,8 @@ details that make or break inline completion:
 - decoding exactly as the model wrote it (never `clean_up_tokenization_spaces`);
 - a cursor on a blank or freshly indented line must not be "completed" with a newline;
 - stop at the end of the line, or with `multiline` at the end of the block (`rules.block_end`);
-- code from other files of the workspace ahead of the current one (`xtc.infer.context`);
+- code from other files of the workspace ahead of the current one (`xtc.infer.context`), and
+  after `module.` only a name that workspace module defines (`Context.members`);
 - fill-in-the-middle for a vocabulary that has FIM tokens: the model sees the text after the cursor;
 - never suggest only whitespace, nor what the line already has after the cursor (`rules`).
 """
@@ -41,6 +42,7 @@ MAX_HEAL_TOKENS = 3
 FILENAME_TOKEN = "<filename>"  # StarCoder's file-name marker, in SmolLM2's vocabulary
 PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
 _LINE_END = re.compile(r"\r\n|\r|\n")  # LSP's line ends
+_NAME_AT_END = re.compile(r"\.\s*(\w*)$")  # the cursor right after `base.` or inside `base.name`
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte pieces
 #: Fill-in-the-middle tokens (prefix, suffix, middle) of StarCoder, Qwen2.5-Coder and CodeLlama,
 #: and the tokens that end a middle.
@@ -61,6 +63,7 @@ class Completion:
     replace: int = 0  # characters after the cursor, on its line, that `text` replaces
     mean_logprob: float = 0.0  # the model's mean log-probability of the tokens it wrote
     hidden: str = ""  # why a suggestion was withheld (a `rules` name), "" when shown
+    steered: bool = False  # a member name of `Context.members` replaced the model's first choice
 
 
 class Cancelled(Exception):
@@ -148,6 +151,9 @@ class Completer:
         self.fim = self._fim_ids()
         self.fim_stops = {i for i in map(self._single_id, FIM_STOPS) if i is not None} if self.fim else set()
         self._context_ids: tuple[str, list[int]] = ("", [])
+        # Tokens that start with a byte no identifier has: they end a name.
+        self.ends_name = np.array([bool(b) and not _identifier_byte(b[0]) for b in self.bytes[:n]]
+                                  + [False] * (n - len(self.bytes[:n])), dtype=bool)
 
     def _single_id(self, token: str) -> int | None:
         ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
@@ -247,7 +253,9 @@ class Completer:
         in_body = fresh_line and len(lines_before) > 1 and rules.opens_block(
             next((line for line in reversed(lines_before[:-1]) if line.strip()), ""))
         stops = self.eos_ids | (self.fim_stops if prompt_ids and self.fim and prompt_ids[-1] == self.fim[2] else set())
-        logprob = 0.0
+        members = context.members if context is not None else None
+        typed = _NAME_AT_END.search(line_so_far) if members else None
+        logprob, steered = 0.0, False
         try:
             cached_before = self.rt.cache.tokens[:]
             logits = self._check(self.rt.prefill(prompt_ids), should_stop)
@@ -255,10 +263,18 @@ class Completer:
             generated: list[int] = []
             text, written = "", b""  # what the generated tokens decode to, and their bytes
             for _ in range(max_new_tokens + len(heal_ids)):
-                token = self._choose(logits, heal_bytes, written, text[len(heal):], fresh_line)
+                completion = text[len(heal):] if len(written) >= len(heal_bytes) else ""
+                names = None
+                if typed is not None and _is_name(completion):  # still writing the member's name
+                    names = (members, typed.group(1) + completion, heal_bytes[len(written):])
+                token, allowed = self._choose(logits, heal_bytes, written, completion, fresh_line, names)
                 if token is None or token in stops:
                     break
-                logprob += _log_softmax_at(logits, token)
+                steered |= allowed is not None and token != self._choose(logits, heal_bytes, written, completion,
+                                                                         fresh_line)[0]
+                # A steered name is scored among the names allowed, so `unsure` judges the model's
+                # choice between real names, not its wish for a made-up one.
+                logprob += _log_softmax_at(logits if allowed is None else allowed, token)
                 generated.append(token)
                 written += self.bytes[token] if token < len(self.bytes) else b""
                 text = decode_exact(self.tokenizer, generated)
@@ -283,7 +299,8 @@ class Completer:
         if hidden:
             suggestion, replace = "", 0
         return Completion(suggestion, len(prompt_ids) + len(heal_ids), reused, len(generated),
-                          time.perf_counter() - started, replace=replace, mean_logprob=mean, hidden=hidden)
+                          time.perf_counter() - started, replace=replace, mean_logprob=mean, hidden=hidden,
+                          steered=steered)
 
     def _split_heal(self, ids: list[int]) -> tuple[list[int], list[int]]:
         """(kept, healed): drop the last token, and whitespace-only tokens (or byte pieces) before
@@ -312,9 +329,13 @@ class Completer:
             raise Cancelled()
         return logits
 
-    def _choose(self, logits: np.ndarray, heal: bytes, written: bytes, completion: str, fresh_line: bool) -> int | None:
+    def _choose(self, logits: np.ndarray, heal: bytes, written: bytes, completion: str, fresh_line: bool,
+                names: tuple[frozenset[str], str, bytes] | None = None) -> tuple[int | None, np.ndarray | None]:
         """The next token: greedy, within the healing constraint while the healed bytes are not all
-        written yet (`written`: the bytes generated so far; `completion`: the text after them)."""
+        written yet (`written`: the bytes generated so far; `completion`: the text after them), and
+        with `names` = (member names, the name typed so far, healed bytes still to write) only
+        tokens that keep writing one of the names. Also returns the logits the choice was made
+        among when the names constrained it (None otherwise)."""
         logits = np.array(logits, dtype=np.float32)  # a copy; also accepts a torch tensor
         logits[self.banned] = float("-inf")
         if len(written) < len(heal):  # still reproducing the healed bytes
@@ -326,8 +347,45 @@ class Completer:
             for i in self.eos_ids:
                 logits[i] = float("-inf")
         if np.isinf(logits).all():
+            return None, None
+        if names is not None:
+            keep = self._name_tokens(*names, len(logits))
+            if keep is not None and not np.isinf(logits[keep]).all():
+                logits[~keep] = float("-inf")
+                return int(np.argmax(logits)), logits
+        return int(np.argmax(logits)), None
+
+    def _name_tokens(self, members: frozenset[str], typed: str, lead: bytes, n: int) -> np.ndarray | None:
+        """Tokens that write `lead` (healed bytes) and then keep `typed` on the way to one of the
+        member names, or finish one and go on with a byte no name has (`(`, a space). None when no
+        member starts with `typed` (the user writes a name we do not know: no constraint)."""
+        typed_bytes = typed.encode("utf-8")
+        allowed = np.zeros(n, dtype=bool)
+        known = False
+        for name in members:
+            whole = name.encode("utf-8")
+            if not whole.startswith(typed_bytes):
+                continue
+            known = True
+            rest = whole[len(typed_bytes):]
+            for end in range(1, len(rest) + 1):  # on the way to the name
+                allowed[[i for i in self.ids_by_bytes.get(lead + rest[:end], ()) if i < n]] = True
+            full = lead + rest
+            if not full:
+                allowed |= self.ends_name[:n]
+                continue
+            lo = bisect.bisect_left(self.sorted_bytes, full)
+            bound = _after_prefix(full)
+            hi = len(self.sorted_bytes) if bound is None else bisect.bisect_left(self.sorted_bytes, bound, lo)
+            for j in range(lo, hi):  # the name and then something that ends it
+                data = self.sorted_bytes[j]
+                if len(data) > len(full) and not _identifier_byte(data[len(full)]) and self.sorted_ids[j] < n:
+                    allowed[self.sorted_ids[j]] = True
+        if not known:
             return None
-        return int(np.argmax(logits))
+        for end in range(1, len(lead) + 1):  # healed bytes alone: nothing of the name yet
+            allowed[[i for i in self.ids_by_bytes.get(lead[:end], ()) if i < n]] = True
+        return allowed
 
     def _consistent_with(self, remaining: bytes, n: int) -> np.ndarray:
         """Tokens whose bytes either start with `remaining` or are a prefix of it (byte pieces of
@@ -385,10 +443,20 @@ def _without_partial_character(text: str, data: bytes) -> str:
 
 
 def _log_softmax_at(logits, token: int) -> float:
-    """log p(token) under the model's distribution (before any constraint of ours)."""
+    """log p(token) under the distribution `logits` give (-inf: tokens left out)."""
     values = np.asarray(logits, dtype=np.float32)
     top = float(values.max())
     return float(values[token]) - top - float(np.log(np.exp(values - top).sum()))
+
+
+def _identifier_byte(byte: int) -> bool:
+    """Whether a byte can be part of a Python identifier (non-ASCII bytes may be)."""
+    return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
+
+
+def _is_name(text: str) -> bool:
+    """Whether `text` is empty or could be the start of an identifier's rest."""
+    return not text or ("x" + text).isidentifier()
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

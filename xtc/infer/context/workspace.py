@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xtc.core import defaults
 from xtc.infer.context.index import WorkspaceIndex
 from xtc.infer.context.layout import FILE_SEP, LAYOUTS, REPO_NAME, block_text, snippet_text
+from xtc.infer.context.members import MemberNames
 from xtc.infer.context.outline import outline
 from xtc.infer.context.references import ModuleMap, attribute_bases, referenced_files
 from xtc.infer.context.retrieve import RETRIEVERS, rank
@@ -28,11 +29,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Context:
     """The text placed ahead of the current file; `names_file`: it ends with the current file's own
-    header (the `repo` layout's `<file_sep>PATH`), so the completer adds none of its own."""
+    header (the `repo` layout's `<file_sep>PATH`), so the completer adds none of its own;
+    `members`: the names a workspace module offers when the cursor is right after `module.`
+    (`xtc.infer.context.members`), None when unknown."""
 
     text: str = ""
     names_file: bool = False
     snippets: int = 0
+    members: frozenset[str] | None = None
 
 
 def query_lines(before: str, lines: int = defaults.CONTEXT_QUERY_LINES) -> str:
@@ -48,7 +52,8 @@ class Workspace:
     def __init__(self, tokenizer, *, budget: int = defaults.WORKSPACE_CONTEXT_TOKENS,
                  retriever: str = defaults.CONTEXT_RETRIEVER, layout: str = defaults.CONTEXT_LAYOUT,
                  repo_name: str = "", index: WorkspaceIndex | None = None,
-                 outlines: float = defaults.CONTEXT_OUTLINE_SHARE):
+                 outlines: float = defaults.CONTEXT_OUTLINE_SHARE,
+                 member_names: bool = defaults.CONTEXT_MEMBER_NAMES):
         if retriever not in RETRIEVERS:
             raise ValueError(f"retriever {retriever!r}: expected one of {', '.join(RETRIEVERS)}")
         if layout not in LAYOUTS:
@@ -62,6 +67,7 @@ class Workspace:
         self._modules: tuple[int, ModuleMap] = (-1, ModuleMap(()))
         self._outlines: dict[str, tuple[str, list[str], list[int]]] = {}  # path -> (text, lines, tokens)
         self._lock = threading.Lock()
+        self.members = MemberNames(self.index.text, self._module_map) if member_names else None
 
     def _has_repo_tokens(self) -> bool:
         vocab = getattr(self.tokenizer, "all_special_tokens", []) or []
@@ -74,6 +80,11 @@ class Workspace:
     def context(self, path: str, before: str) -> Context:
         """The block for a cursor in `path` with `before` the text ahead of it. It changes only
         when the lines above the cursor change or a new module is named on the cursor's line."""
+        block = self._block(path, before)
+        members = self.members.at(before, path) if self.members is not None else None
+        return replace(block, members=members) if members else block
+
+    def _block(self, path: str, before: str) -> Context:
         if self.budget <= 0:
             return Context()
         query = query_lines(before)
