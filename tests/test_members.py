@@ -91,11 +91,20 @@ def test_the_completer_writes_a_member_name_where_the_model_would_misspell_it(to
     assert answer.text == "top()" and not answer.steered
 
 
+def test_after_a_module_name_a_dot_goes_on_with_a_member_and_anything_else_is_free(tokenizer):
+    before = "import helpers\n\nx = helpers"
+    completer = Completer(OracleRuntime(tokenizer, before + ".parse_header_valeu(line)\n"))
+    steered = completer.complete(before, context=Context(members=MEMBERS))
+    assert re.match(r"\.(\w+)", steered.text).group(1) in MEMBERS and steered.steered
+    completer = Completer(OracleRuntime(tokenizer, before + "_cache = {}\n"))
+    assert completer.complete(before, context=Context(members=MEMBERS)).text == "_cache = {}"
+
+
 def test_a_steered_token_is_scored_among_the_allowed_tokens(tokenizer):
     completer = Completer(OracleRuntime(tokenizer, "x"))
     logits = np.zeros(completer.rt.vocab_size, dtype=np.float32)
     logits[tokenizer.convert_tokens_to_ids("(")] = 10.0  # the model wants `(`: no member starts so
-    token, allowed = completer._choose(logits, b"", b"", "", False, (MEMBERS, "", b""))
+    token, allowed = completer._choose(logits, b"", b"", "", False, (MEMBERS, "", b"", False))
     assert completer.bytes[token] and (b"parse_header_value".startswith(completer.bytes[token])
                                        or b"MessageStore".startswith(completer.bytes[token]))
     assert allowed is not None and _log_softmax_at(allowed, token) > _log_softmax_at(logits, token) + 5
@@ -107,3 +116,4 @@ def test_the_workspace_gives_member_names_even_without_a_snippet_budget(tokenize
     assert Workspace(tokenizer, index=index, budget=0).context("app.py", before).members == MEMBERS
     assert Workspace(tokenizer, index=index, member_names=False).context("app.py", before).members is None
     assert Workspace(tokenizer, index=index).context("app.py", "x = 1\ny = ").members is None
+    assert Workspace(tokenizer, index=index).context("app.py", before[:-1]).members == MEMBERS  # `helpers`

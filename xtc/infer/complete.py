@@ -43,6 +43,7 @@ FILENAME_TOKEN = "<filename>"  # StarCoder's file-name marker, in SmolLM2's voca
 PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
 _LINE_END = re.compile(r"\r\n|\r|\n")  # LSP's line ends
 _NAME_AT_END = re.compile(r"\.\s*(\w*)$")  # the cursor right after `base.` or inside `base.name`
+_BASE_AT_END = re.compile(r"[A-Za-z_]\w*$")  # the cursor right after `base`: a `.` may come next
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte pieces
 #: Fill-in-the-middle tokens (prefix, suffix, middle) of StarCoder, Qwen2.5-Coder and CodeLlama,
 #: and the tokens that end a middle.
@@ -254,7 +255,6 @@ class Completer:
             next((line for line in reversed(lines_before[:-1]) if line.strip()), ""))
         stops = self.eos_ids | (self.fim_stops if prompt_ids and self.fim and prompt_ids[-1] == self.fim[2] else set())
         members = context.members if context is not None else None
-        typed = _NAME_AT_END.search(line_so_far) if members else None
         logprob, steered = 0.0, False
         try:
             cached_before = self.rt.cache.tokens[:]
@@ -264,9 +264,8 @@ class Completer:
             text, written = "", b""  # what the generated tokens decode to, and their bytes
             for _ in range(max_new_tokens + len(heal_ids)):
                 completion = text[len(heal):] if len(written) >= len(heal_bytes) else ""
-                names = None
-                if typed is not None and _is_name(completion):  # still writing the member's name
-                    names = (members, typed.group(1) + completion, heal_bytes[len(written):])
+                names = _member_constraint(members, line_so_far, completion, heal_bytes[len(written):]) \
+                    if members else None
                 token, allowed = self._choose(logits, heal_bytes, written, completion, fresh_line, names)
                 if token is None or token in stops:
                     break
@@ -330,11 +329,10 @@ class Completer:
         return logits
 
     def _choose(self, logits: np.ndarray, heal: bytes, written: bytes, completion: str, fresh_line: bool,
-                names: tuple[frozenset[str], str, bytes] | None = None) -> tuple[int | None, np.ndarray | None]:
+                names: tuple[frozenset[str], str, bytes, bool] | None = None) -> tuple[int | None, np.ndarray | None]:
         """The next token: greedy, within the healing constraint while the healed bytes are not all
         written yet (`written`: the bytes generated so far; `completion`: the text after them), and
-        with `names` = (member names, the name typed so far, healed bytes still to write) only
-        tokens that keep writing one of the names. Also returns the logits the choice was made
+        with `names` (`_member_constraint`) only tokens that keep writing one of the names. Also returns the logits the choice was made
         among when the names constrained it (None otherwise)."""
         logits = np.array(logits, dtype=np.float32)  # a copy; also accepts a torch tensor
         logits[self.banned] = float("-inf")
@@ -355,10 +353,12 @@ class Completer:
                 return int(np.argmax(logits)), logits
         return int(np.argmax(logits)), None
 
-    def _name_tokens(self, members: frozenset[str], typed: str, lead: bytes, n: int) -> np.ndarray | None:
-        """Tokens that write `lead` (healed bytes) and then keep `typed` on the way to one of the
-        member names, or finish one and go on with a byte no name has (`(`, a space). None when no
-        member starts with `typed` (the user writes a name we do not know: no constraint)."""
+    def _name_tokens(self, members: frozenset[str], typed: str, lead: bytes, others_free: bool,
+                     n: int) -> np.ndarray | None:
+        """Tokens that write `lead` (healed bytes, maybe a `.`) and then keep `typed` on the way to
+        one of the member names, or finish one and go on with a byte no name has (`(`, a space);
+        with `others_free` also every token that does not write all of `lead`. None when no member
+        starts with `typed` (the user writes a name we do not know: no constraint)."""
         typed_bytes = typed.encode("utf-8")
         allowed = np.zeros(n, dtype=bool)
         known = False
@@ -385,6 +385,13 @@ class Completer:
             return None
         for end in range(1, len(lead) + 1):  # healed bytes alone: nothing of the name yet
             allowed[[i for i in self.ids_by_bytes.get(lead[:end], ()) if i < n]] = True
+        if others_free:
+            lo = bisect.bisect_left(self.sorted_bytes, lead)
+            bound = _after_prefix(lead)
+            hi = len(self.sorted_bytes) if bound is None else bisect.bisect_left(self.sorted_bytes, bound, lo)
+            free = np.ones(n, dtype=bool)
+            free[[i for i in self.sorted_ids[lo:hi] if i < n]] = False
+            allowed |= free
         return allowed
 
     def _consistent_with(self, remaining: bytes, n: int) -> np.ndarray:
@@ -447,6 +454,24 @@ def _log_softmax_at(logits, token: int) -> float:
     values = np.asarray(logits, dtype=np.float32)
     top = float(values.max())
     return float(values[token]) - top - float(np.log(np.exp(values - top).sum()))
+
+
+def _member_constraint(members: frozenset[str], line_so_far: str, completion: str,
+                       heal: bytes) -> tuple[frozenset[str], str, bytes, bool] | None:
+    """(names, the name typed so far, bytes to write before it, whether other tokens are free)
+    while the cursor plus what was written is inside `base.name` or right after `base` (where
+    only a `.` must go on with a member name); None once the name is done. `heal`: the healed
+    bytes still to write."""
+    typed = _NAME_AT_END.search(line_so_far)
+    if typed is not None:
+        return (members, typed.group(1) + completion, heal, False) if _is_name(completion) else None
+    if not _BASE_AT_END.search(line_so_far):
+        return None
+    if not completion:
+        return members, "", heal + b".", True
+    if completion.startswith(".") and _is_name(completion[1:]):
+        return members, completion[1:], b"", False
+    return None
 
 
 def _identifier_byte(byte: int) -> bool:

@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from xtc.infer.context.references import ModuleMap, imports, module_paths
 
 _ATTRIBUTE_AT_END = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\s*\.\s*([A-Za-z_]\w*)?$")
+_NAME_AT_END = re.compile(r"(?<![\w.])([A-Za-z_]\w*)$")
 _STAR_DEPTH = 3  # star imports followed this deep (`from .x import *` chains in packages)
 
 
@@ -111,11 +112,14 @@ class MemberNames:
         self._cache: dict[str, tuple[str, frozenset[str] | None]] = {}  # path -> (text, names)
 
     def at(self, before: str, current: str) -> frozenset[str] | None:
-        """The names the cursor's `base.` may continue with, or None (no constraint)."""
-        found = attribute_at_end(before.rsplit("\n", 1)[-1])
-        if found is None:
+        """The names the cursor's `base.` may continue with, or that may follow a `.` written
+        after a cursor right after `base`; None: no constraint."""
+        line = before.rsplit("\n", 1)[-1]
+        found = attribute_at_end(line)
+        base = found[0] if found is not None else (_NAME_AT_END.search(line) or [None, None])[1]
+        if base is None:
             return None
-        path = self.module_of(found[0], before, current)
+        path = self.module_of(base, before, current)
         return self.names(path) if path is not None else None
 
     def module_of(self, base: str, before: str, current: str) -> str | None:

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 class Context:
     """The text placed ahead of the current file; `names_file`: it ends with the current file's own
     header (the `repo` layout's `<file_sep>PATH`), so the completer adds none of its own;
-    `members`: the names a workspace module offers when the cursor is right after `module.`
-    (`xtc.infer.context.members`), None when unknown."""
+    `members`: the names a workspace module offers when the cursor is right after `module.` or
+    `module` (`xtc.infer.context.members`), None when unknown."""
 
     text: str = ""
     names_file: bool = False
