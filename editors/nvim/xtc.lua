@@ -1,12 +1,14 @@
 -- xtc.lua: offline code completion in Neovim (Python, JavaScript, Go, Rust, C... see `filetypes`),
 -- from the `xtc-lsp` language server.
 --
--- Neovim 0.12+ shows the server's suggestions as ghost text (`textDocument/inlineCompletion`,
--- `vim.lsp.inline_completion`); <Tab> accepts, when a suggestion is shown.
--- Neovim 0.7 - 0.11 have no inline completion: the same suggestion comes as one completion item
--- (`textDocument/completion`): <C-x><C-o> (omnifunc), or automatically with nvim-cmp
--- (source `nvim_lsp`, cmp-nvim-lsp's capabilities are used when installed) or, on 0.11,
--- `autotrigger = true` (vim.lsp.completion).
+-- The server's suggestions show as ghost text while you type (`textDocument/inlineCompletion`):
+-- on Neovim 0.12+ from `vim.lsp.inline_completion`, on 0.7 - 0.11 (which lack it) from this
+-- module (extmarks, asked for `ghost_debounce_ms` after the last key). In insert mode <Tab>
+-- accepts it all, <M-Right> its next word, <M-C-Right> the rest of its line, <C-]> dismisses
+-- it (the last three: this module's ghost text only); with none shown each key does what it did.
+-- Neovim 0.7 - 0.11 also get the suggestion as one completion item (`textDocument/completion`):
+-- <C-x><C-o> (omnifunc), or automatically with nvim-cmp (source `nvim_lsp`, cmp-nvim-lsp's
+-- capabilities are used when installed) or, on 0.11, `autotrigger = true` (vim.lsp.completion).
 --
 -- Install: copy this file to ~/.config/nvim/lua/xtc.lua and put in init.lua
 --
@@ -16,6 +18,8 @@
 --       settings = { model = '', maxNewTokens = 48, contextTokens = 1024, multiline = false, debounceMs = 0,
 --                    workspaceContext = true, contextExclude = {} },  -- contextExclude: .gitignore patterns
 --       -- filetypes = { 'python', 'lua' },  -- default: common languages (M.defaults.filetypes)
+--       -- ghost_text = true, ghost_debounce_ms = 100, accept_key = '<Tab>', accept_word_key = '<M-Right>',
+--       -- accept_line_key = '<M-C-Right>', dismiss_key = '<C-]>',  -- false: no mapping
 --     })
 --
 -- or, without copying it: `local xtc = dofile('/path/to/editors/nvim/xtc.lua'); xtc.setup({...})`.
@@ -440,6 +444,12 @@ function M.enable_ghost(bufnr, client_id)
       ghost_timer:stop()
     end
     ghost_seq = ghost_seq + 1 -- drop answers on their way
+    local g = ghosts[bufnr]
+    local client = g and g.request_id and g.client_id and vim.lsp.get_client_by_id(g.client_id)
+    if client then
+      call(client, 'cancel_request', g.request_id)
+      g.request_id = nil
+    end
     M.clear_ghost(bufnr)
   end })
   vim.api.nvim_create_autocmd('BufWipeout', { group = group, buffer = bufnr, callback = function()
