@@ -412,13 +412,53 @@ local function on_text_changed(bufnr)
   end))
 end
 
+local function feed(keys, mode)
+  vim.api.nvim_feedkeys(keys, mode, false)
+end
+
+local function termcodes(keys)
+  return vim.api.nvim_replace_termcodes(keys, true, false, true)
+end
+
+-- Do what `key` did before our mapping: `previous` is maparg()'s dictionary of the mapping we
+-- replaced (a user's, a plugin's, Neovim's own <Tab> for snippets), else empty: the key itself.
+-- Neovim 0.7's maparg gives a Lua mapping's function as a number, which cannot be called: the key.
+local function fallback(key, previous)
+  local mode = previous.noremap == 0 and 'im' or 'in'
+  local ok = pcall(function()
+    if type(previous.callback) == 'function' then
+      if previous.expr ~= 1 then
+        return previous.callback()
+      end
+      local keys = previous.callback()
+      if type(keys) == 'string' and keys ~= '' then
+        feed(previous.replace_keycodes == 1 and termcodes(keys) or keys, mode)
+      end
+    elseif previous.callback == nil and previous.rhs and previous.rhs ~= '' then
+      local keys = previous.expr == 1 and vim.api.nvim_eval(previous.rhs) or termcodes(previous.rhs)
+      feed(keys, keys == termcodes(key) and 'in' or mode)
+    else
+      error('no mapping to call')
+    end
+  end)
+  if not ok then
+    feed(termcodes(key), 'in')
+  end
+end
+
 local function ghost_map(bufnr, key, fn, desc)
   if not key then
     return
   end
+  local previous = vim.api.nvim_buf_call(bufnr, function()
+    return vim.fn.maparg(key, 'i', false, true)
+  end)
+  if (previous.desc or ''):match('^xtc:') then -- ours, from an earlier attach
+    previous = {}
+  end
   vim.keymap.set('i', key, function()
-    if not fn() then -- nothing shown: the key does what it does without us
-      vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(key, true, false, true), 'ni', false)
+    if not fn() then -- nothing shown: the key does what it did without us
+      fallback(key, previous)
     end
   end, { buffer = bufnr, desc = desc })
 end

@@ -70,6 +70,10 @@ local function test()
   -- a buffer with our ghost text (no server: shown with M.show_ghost)
   vim.bo.expandtab = false
   vim.api.nvim_buf_set_lines(0, 0, -1, false, { 'def f(a, b):', '    ' })
+  -- mappings of the user's that the keys fall back to when no ghost text is shown
+  vim.cmd('inoremap <expr> <C-]> toupper("x")')
+  vim.g.previous_calls = 0
+  vim.keymap.set('i', '<M-Right>', function() vim.g.previous_calls = vim.g.previous_calls + 1 end)
   xtc.enable_ghost(0, nil)
   eq('', vim.b.xtc_ghost, 'b:xtc_ghost before')
   vim.api.nvim_win_set_cursor(0, { 2, 0 })
@@ -129,6 +133,14 @@ local function test()
   eq({ 'x = ' }, lines(), 'dismiss leaves the text')
   keys('<Tab>')
   eq({ 'x = \t' }, lines(), 'Tab without ghost text inserts a tab')
+  keys('<C-]>')
+  eq({ 'x = \tX' }, lines(), "<C-]> without ghost text: the user's expr mapping")
+  keys('<BS>')
+  keys('<M-Right>')
+  eq({ 'x = \t' }, lines(), '<M-Right> without ghost text changes nothing')
+  if vim.fn.has('nvim-0.8') == 1 then -- 0.7 cannot call a Lua mapping it replaced
+    eq(1, vim.g.previous_calls, "<M-Right> without ghost text: the user's Lua mapping")
+  end
   xtc.show_ghost('1')
   keys('2')
   eq({ 'x = \t2' }, lines(), 'typed')

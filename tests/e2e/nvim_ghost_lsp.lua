@@ -4,7 +4,8 @@
 --   XTC_NVIM_RESULT=out.json nvim --headless -u NONE -c 'luafile tests/e2e/nvim_ghost_lsp.lua' a.py
 -- Typing asks once, after ghost_debounce_ms, at the cursor in the negotiated units (Automatic); the
 -- answer shows; words and lines are accepted, the closing bracket the server rewrites is not
--- doubled; a two-line answer shows its second line below and is accepted line by line.
+-- doubled; a two-line answer shows its second line below and is accepted line by line;
+-- `ghost_text = false` asks nothing and maps no key.
 -- Writes {ok, error, requests} to XTC_NVIM_RESULT; exits 0 on success, 1 on failure.
 
 local xtc = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h') .. '/editors/nvim/xtc.lua')
@@ -138,6 +139,21 @@ local function test()
   eq({ 3, 8 }, vim.api.nvim_win_get_cursor(0), 'cursor at its end')
   keys('<Esc>', 'n')
   result.requests = requests()
+
+  -- ghost_text = false: no ghost text, no keys; the completion item through omnifunc instead
+  xtc.setup({ cmd = vim.split(os.getenv('XTC_FAKE_CMD'), ' '), filetypes = { 'python' }, ghost_text = false })
+  vim.cmd('enew')
+  vim.bo.filetype = 'python'
+  wait_for(function() return vim.bo.omnifunc ~= '' end, 10000, 'the client in a second buffer')
+  eq(nil, vim.b.xtc_ghost, 'ghost_text = false: b:xtc_ghost')
+  for _, key in ipairs({ '<Tab>', '<M-Right>', '<M-C-Right>', '<C-]>' }) do
+    local desc = vim.fn.maparg(key, 'i', false, true).desc or '' -- 0.11 maps <Tab> itself (snippets)
+    eq(nil, desc:match('^xtc:'), 'ghost_text = false: ' .. key .. ' mapped')
+  end
+  keys('iabc')
+  sleep(300)
+  eq(#result.requests, #requests(), 'ghost_text = false: no request')
+  keys('<Esc>', 'n')
 end
 
 local co = coroutine.create(function()
