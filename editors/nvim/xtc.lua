@@ -374,10 +374,13 @@ function M.request_ghost(invoked)
     context = { triggerKind = invoked and 1 or 2 },
   }
   local ok, id = call(client, 'request', 'textDocument/inlineCompletion', params, function(err, result)
-    if seq ~= ghost_seq or err or not vim.api.nvim_buf_is_valid(bufnr) then
+    if seq ~= ghost_seq then
       return
     end
     g.request_id = nil
+    if err or not vim.api.nvim_buf_is_valid(bufnr) then
+      return
+    end
     local r, c = cursor()
     if vim.api.nvim_get_current_buf() ~= bufnr or r ~= row or c ~= col
       or vim.api.nvim_buf_get_changedtick(bufnr) ~= tick or not vim.fn.mode():match('^i') then
