@@ -5,7 +5,7 @@
 -- Typing asks once, after ghost_debounce_ms, at the cursor in the negotiated units (Automatic); the
 -- answer shows; words and lines are accepted, the closing bracket the server rewrites is not
 -- doubled; a two-line answer shows its second line below and is accepted line by line;
--- `ghost_text = false` asks nothing and maps no key.
+-- an answer that comes after more typing is dropped; `ghost_text = false` asks nothing, maps no key.
 -- Writes {ok, error, requests} to XTC_NVIM_RESULT; exits 0 on success, 1 on failure.
 
 local xtc = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h') .. '/editors/nvim/xtc.lua')
@@ -137,6 +137,16 @@ local function test()
   keys('<Tab>')
   eq({ 'ö = f(abc_def, g)', 'yield x', 'return y' }, lines(), 'the rest')
   eq({ 3, 8 }, vim.api.nvim_win_get_cursor(0), 'cursor at its end')
+  keys('<Esc>', 'n')
+
+  -- an answer that comes after more typing is not shown (the fake server answers "slow" late)
+  keys('o', 'n')
+  keys('slow')
+  wait_for(function() local r = requests(); return r[#r].before == 'slow' end, 5000, 'the request for slow')
+  keys('x') -- typed while the server thinks
+  sleep(1000)
+  eq('', vim.b.xtc_ghost, 'the late answer for slow, after slowx was typed')
+  eq('slowx', requests()[#requests()].before, 'asked again after x')
   keys('<Esc>', 'n')
   result.requests = requests()
 
