@@ -7,7 +7,9 @@
 --    suggestion (retried while the model loads, bounded by XTC_NVIM_TIMEOUT seconds);
 -- 3. `textDocument/completion` (Invoked) gives the same suggestion as a completion item;
 -- 4. Neovim < 0.12: <C-x><C-o> in insert mode (the omnifunc the config set) inserts it;
---    Neovim 0.12+: inline completion is enabled and <Tab> accepts the ghost text.
+--    Neovim 0.12+: inline completion is enabled and <Tab> accepts the ghost text;
+-- 5. Neovim < 0.12: typing shows the module's own ghost text (b:xtc_ghost, an extmark), and
+--    <M-Right>, <M-C-Right>, <Tab> insert its next word, the rest of its line, all of it.
 -- Writes a JSON report to XTC_NVIM_RESULT and exits 0 on success, 1 on failure.
 
 local result = { nvim = tostring(vim.version().major .. '.' .. vim.version().minor .. '.' .. vim.version().patch), steps = {} }
@@ -98,6 +100,85 @@ local function items_of(res)
     return {}
   end
   return res.items or res
+end
+
+local function keys(k) -- typed as a user would: the config's mappings apply
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), 'mt', false)
+end
+
+local function current_line()
+  return vim.api.nvim_get_current_line()
+end
+
+-- Type `first`, then the characters of `more` one at a time, until a ghost text shows (the tiny
+-- model may have nothing to say after some); its text.
+local function ghost_after(first, more)
+  for i = 0, #more do
+    local typed = i == 0 and first or more:sub(i, i)
+    keys(typed)
+    local deadline = elapsed() + (i == 0 and 30 or 10)
+    while elapsed() < deadline do
+      sleep(50)
+      local text = vim.b.xtc_ghost
+      if text and text ~= '' then
+        return text
+      end
+    end
+    log(string.format('no ghost text after typing %q', typed))
+  end
+  error('no ghost text after typing ' .. first .. more, 0)
+end
+
+-- The buffer's text from `row` (0-based) to the cursor.
+local function text_to_cursor(bufnr, row)
+  local pos = vim.api.nvim_win_get_cursor(0)
+  local lines = vim.api.nvim_buf_get_lines(bufnr, row, pos[1], false)
+  lines[#lines] = lines[#lines]:sub(1, pos[2])
+  return table.concat(lines, '\n')
+end
+
+local function ghost_text(bufnr, filetype)
+  check(vim.b[bufnr].xtc_ghost == '', 'b:xtc_ghost is not set (no ghost text?)')
+  local last = vim.api.nvim_buf_line_count(bufnr)
+  vim.api.nvim_buf_set_lines(bufnr, last, last, false, { '' })
+  vim.api.nvim_win_set_cursor(0, { last + 1, 0 })
+  vim.api.nvim_feedkeys('A', 'n', false)
+  sleep(100)
+  local ghost = ghost_after(filetype == 'python' and 'total = ' or 'const total = ', 'x y')
+  local expected = text_to_cursor(bufnr, last)
+  result.ghost = ghost
+  result.steps.ghost = elapsed()
+  log(string.format('ghost text after %q: %q', expected, ghost))
+  local ns = vim.api.nvim_get_namespaces()['xtc_ghost']
+  check(ns and #vim.api.nvim_buf_get_extmarks(bufnr, ns, 0, -1, {}) == 1, 'the ghost text has no extmark')
+
+  -- <M-Right>: a word; <M-C-Right>: the line; <Tab>: all. A step that leaves nothing shown types on.
+  result.accepted = {}
+  for _, step in ipairs({ { 'word', '<M-Right>' }, { 'line', '<M-C-Right>' }, { 'all', '<Tab>' } }) do
+    local how, key = step[1], step[2]
+    if vim.b.xtc_ghost == '' then
+      ghost = ghost_after(' ', 'x y')
+      expected = text_to_cursor(bufnr, last)
+    end
+    local part = how == 'word' and xtc.next_word(ghost) or how == 'line' and xtc.next_line(ghost) or ghost
+    keys(key)
+    sleep(30) -- less than ghost_debounce_ms: an accept that leaves nothing asks for the next one
+    expected = expected .. part
+    local got = text_to_cursor(bufnr, last)
+    check(got == expected, string.format('accept %s of %q: %q, not %q', how, ghost, got, expected))
+    check(vim.b.xtc_ghost == ghost:sub(#part + 1), string.format('after accept %s of %q the ghost text is %q',
+      how, ghost, vim.b.xtc_ghost))
+    table.insert(result.accepted, { how = how, ghost = ghost, inserted = part })
+    log(string.format('accept %s: %q', how, part))
+    ghost = vim.b.xtc_ghost
+  end
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('<Esc>', true, false, true), 'n', false)
+  wait_for(function()
+    return vim.fn.mode() == 'n'
+  end, 5000, 'normal mode')
+  check(vim.b.xtc_ghost == '', 'the ghost text outlives insert mode')
+  result.ghost_lines = vim.api.nvim_buf_get_lines(bufnr, last, -1, false)
+  result.steps.ghost_accepted = elapsed()
 end
 
 local function test()
@@ -197,6 +278,11 @@ local function test()
   check(line:find(vim.trim(first), 1, true), string.format('line %q does not hold the suggestion %q', line, first))
   result.steps.accepted = elapsed()
   log(string.format('accepted: %q', line))
+
+  -- 5. Neovim < 0.12: the module's own ghost text while typing, accepted a word, a line, then whole
+  if not vim.lsp.inline_completion then
+    ghost_text(bufnr, filetype)
+  end
 end
 
 vim.defer_fn(function()

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,46 @@ def test_nvim_says_how_to_install_xtc_lsp_when_none_is_found(which, tmp_path):
     [notice] = got["notified"]  # two buffers opened, one message
     assert "\n" not in notice["msg"] and "pipx install codegpt-xtc" in notice["msg"]
     assert notice["level"] == 3  # vim.log.levels.WARN
+
+
+@pytest.mark.parametrize("which", sorted(NVIMS))
+def test_nvim_ghost_text_keys(which, tmp_path):
+    """The module's own ghost text (Neovim < 0.12), no server: M.next_word / M.next_line, and a
+    shown suggestion accepted word by word, line by line and whole (<M-Right>, <M-C-Right>,
+    <Tab>), dismissed (<C-]>), cleared by typing, moving and <Esc>; <Tab> with none shown is a tab."""
+    nvim = NVIMS[which]()
+    require(nvim, f"Neovim ({which}) is not installed")
+    result = tmp_path / "ghost.json"
+    env = dict(os.environ, XTC_NVIM_RESULT=str(result), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               XDG_DATA_HOME=str(tmp_path / "data"), XDG_STATE_HOME=str(tmp_path / "state"))
+    done = subprocess.run([nvim, "--headless", "-n", "-i", "NONE", "-u", "NONE",
+                           "-c", f"luafile {REPO / 'tests' / 'e2e' / 'nvim_ghost.lua'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.exists(), f"no result (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    report = json.loads(result.read_text())
+    assert done.returncode == 0 and report["ok"], report.get("error")
+    assert report["checks"] > 50
+
+
+@pytest.mark.parametrize("which", sorted(NVIMS))
+def test_nvim_ghost_text_from_a_server(which, tmp_path):
+    """The module's own ghost text through Neovim's LSP client, against a server with fixed answers
+    (fake_inline_server.py): one request per burst of typing, ghost_debounce_ms after it, at the
+    cursor in the negotiated position encoding; words and lines of the answer accepted, the
+    closing bracket it rewrites not doubled; a two-line answer accepted line by line."""
+    nvim = NVIMS[which]()
+    require(nvim, f"Neovim ({which}) is not installed")
+    result, log = tmp_path / "ghost.json", tmp_path / "requests.jsonl"
+    assert " " not in f"{sys.executable}{REPO}"  # XTC_FAKE_CMD is split at spaces
+    env = dict(os.environ, XTC_NVIM_RESULT=str(result), XTC_FAKE_LOG=str(log),
+               XTC_FAKE_CMD=f"{sys.executable} {REPO / 'tests' / 'e2e' / 'fake_inline_server.py'}",
+               XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"))
+    done = subprocess.run([nvim, "--headless", "-n", "-i", "NONE", "-u", "NONE",
+                           "-c", f"luafile {REPO / 'tests' / 'e2e' / 'nvim_ghost_lsp.lua'}", str(tmp_path / "a.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert result.exists(), f"no result (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    report = json.loads(result.read_text())
+    assert done.returncode == 0 and report["ok"], report.get("error")
+    befores = [r["before"] for r in report["requests"]]
+    assert befores[0] == "ö = f(abc" and "y" in befores and not {"ö = f(a", "ö = f(ab"} & set(befores)
