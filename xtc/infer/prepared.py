@@ -49,7 +49,7 @@ _STALE_TEMP_S = 600  # a temporary folder this old belongs to a writer that died
 
 
 def cache_root() -> Path | None:
-    """The folder holding the entries, or None when `XTC_CACHE_DIR` is "none"."""
+    """The folder holding the entries, or None when `XTC_PREPARED_CACHE` is "none"."""
     configured = (os.environ.get(defaults.PREPARED_CACHE_ENV) or "").strip()
     if configured.lower() == "none":
         return None
