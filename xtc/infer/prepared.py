@@ -157,7 +157,7 @@ class Entry:
                 f.flush()
                 os.fsync(f.fileno())  # data on disk before the manifest that vouches for it
             with open(temp / MANIFEST, "w") as f:
-                json.dump({"key": self.key, "size": offset, "arrays": table, "spec": tree}, f)
+                f.write(json.dumps({"key": self.key, "size": offset, "arrays": table, "spec": tree}))  # dumps: the C encoder
                 f.flush()
                 os.fsync(f.fileno())
             try:
