@@ -62,9 +62,9 @@ def _ptr(a: np.ndarray | None) -> int | None:
 
 
 class Addressed:
-    """A layer that keeps raw addresses of its arrays (`ndarray.ctypes.data` costs microseconds, a
-    decode step reads dozens). A copy (pickle, the prepared-layout cache `xtc.infer.prepared`) keeps
-    the arrays, drops the `_transient` attributes (addresses, caches built on first use) and
+    """A layer with `_transient` attributes: raw addresses of its arrays (kept because
+    `ndarray.ctypes.data` costs microseconds and a decode step reads dozens) and caches built on
+    first use. A copy (pickle, the prepared-layout cache `xtc.infer.prepared`) leaves them out and
     recomputes the addresses with `_bind` where it lands."""
 
     _transient: tuple[str, ...] = ()
