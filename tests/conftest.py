@@ -13,13 +13,14 @@ from tests.tiny import build_model, build_tokenizer, train_briefly
 
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch):
-    """Every test gets its own empty `XTC_HOME` and no repository models (here and in the
-    processes it starts), so nothing touches the user's installed models or sees the shipped one."""
+    """Every test gets its own empty `XTC_HOME`, prepared-layout cache and no repository models (here
+    and in the processes it starts), so nothing touches the user's installed models or sees the shipped one."""
     home = tmp_path / "xtc-home"
     monkeypatch.setenv("XTC_HOME", str(home))
     monkeypatch.setenv("XTC_REPO_MODELS", "")
     monkeypatch.setattr("xtc.core.store.REPO_MODELS", None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XTC_PREPARED_CACHE", str(tmp_path / "xtc-prepared"))  # prepared layouts: not the user's
     # Tiny models are unsure of everything: show their suggestions (tests of the rule set it themselves).
     monkeypatch.setenv("XTC_MIN_MEAN_LOGPROB", "none")
     return home

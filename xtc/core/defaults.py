@@ -32,6 +32,11 @@ NVIM_FILETYPES = ("python", "javascript", "typescript", "javascriptreact", "type
 RUNTIME_MAX_CONTEXT = 2048  # tokens of key/value cache (capped by the model's own limit)
 THREADS_ENV = "XTC_THREADS"  # CPU threads of the language server (default: the physical cores)
 LSP_LOG_ENV = "XTC_LSP_LOG"  # the language server's stderr log level (default INFO)
+# Packed models' weights in the kernels' layout, written at the first load and memory-mapped by the
+# next ones (xtc/infer/prepared.py): in $XTC_PREPARED_CACHE ("none": no cache), else this folder under
+# $XDG_CACHE_HOME, else under ~/.cache.
+PREPARED_CACHE_ENV = "XTC_PREPARED_CACHE"
+PREPARED_CACHE_DIR = "xtc/prepared"
 
 # -- `xtc bench` -----------------------------------------------------------------------------------
 BENCH_PROMPT_FILE = "textwrap.py"  # in the standard library

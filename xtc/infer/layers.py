@@ -61,6 +61,26 @@ def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
+class Addressed:
+    """A layer with `_transient` attributes: raw addresses of its arrays (kept because
+    `ndarray.ctypes.data` costs microseconds and a decode step reads dozens) and caches built on
+    first use. A copy (pickle, the prepared-layout cache `xtc.infer.prepared`) leaves them out and
+    recomputes the addresses with `_bind` where it lands."""
+
+    _transient: tuple[str, ...] = ()
+
+    def _bind(self) -> None:
+        """Set the attributes holding raw addresses from the arrays."""
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k not in self._transient}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.update(dict.fromkeys(self._transient))
+        self._bind()
+
+
 def as_f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -137,7 +157,7 @@ def _concat_bias(parts) -> np.ndarray | None:
     return np.concatenate([p.bias if p.bias is not None else np.zeros(p.out_features, np.float32) for p in parts])
 
 
-class Int8Linear:
+class Int8Linear(Addressed):
     """A linear on 8-bit activations run by integer kernels (the base of the binary and affine
     families). Subclasses set `padded` (input width the kernels see, zero-padded), `kgroup` (the
     group length over that width), `kernel_ok`, `bias`, and define `run` and `dense`."""
@@ -148,6 +168,7 @@ class Int8Linear:
     kgroup: int
     kernel_ok: bool
     bias: np.ndarray | None
+    _transient = ("_codes", "_dense")
 
     @property
     def groups(self) -> int:
@@ -208,6 +229,8 @@ class BinaryLinear(Int8Linear):
     bit-expanding GEMM, or on AVX-512 VNNI kernels the affine kernel's 1-bit tiles (vpdpbusd on
     the bits unpacked in registers: faster there, no faster on AVX2; see docs/decode-speed.md)."""
 
+    _transient = ("_codes", "_dense", "ptrs_t", "ptrs_lut", "ptrs_units")
+
     def __init__(self, bits: np.ndarray, scale: np.ndarray, mins: np.ndarray, in_features: int,
                  bias: np.ndarray | None = None):
         rows, groups = scale.shape
@@ -254,16 +277,20 @@ class BinaryLinear(Int8Linear):
         nibbles[:rows, 1::2] = self.bits >> 4
         blocks = nibbles.reshape(-1, 32, steps)
         self.lut_bits = np.ascontiguousarray((blocks[:, :16] | (blocks[:, 16:] << 4)).transpose(0, 2, 1))
-        # Cached raw addresses: `ndarray.ctypes.data` costs microseconds, a decode step has dozens.
+        self._bind()
+
+    def _bind(self) -> None:
         self.ptrs_t = (self.bits.ctypes.data, self.scale_t.ctypes.data, self.min_t.ctypes.data, _ptr(self.bias))
         self.ptrs_lut = (self.lut_bits.ctypes.data, self.scale_t.ctypes.data, self.min_t.ctypes.data, self.rows32,
                          _ptr(self.bias))
+        if self.units is not None:
+            self.ptrs_units = (self.units.ctypes.data, self.sm.ctypes.data, _ptr(self.bias))
 
     def prepare(self, rt: "Kernels") -> None:
         if rt.vnni and self.units is None and self.kernel_ok:
             self.units = affine_layout(self.codes(), 1)
             self.sm = scale_min_layout(self.scale, self.mins)
-            self.ptrs_units = (self.units.ctypes.data, self.sm.ctypes.data, _ptr(self.bias))
+            self._bind()
 
     def codes(self) -> np.ndarray:
         """The 0/1 codes (rows, in_features)."""
@@ -294,6 +321,8 @@ class AffineLinear(Int8Linear):
     """2-, 3- or 4-bit codes q with a scale and min per row or group, w = scale * q + min, on 8-bit
     activations (k-bit GEMM for prefill, GEMV for decoding: `xtc_affine`)."""
 
+    _transient = ("_codes", "_dense", "ptrs")
+
     def __init__(self, codes: np.ndarray, bits: int, scale: np.ndarray, mins: np.ndarray,
                  bias: np.ndarray | None = None, *, layout: np.ndarray | None = None):
         """`layout`: the codes already in the kernels' layout (`codes` is then only read for its shape)."""
@@ -307,6 +336,9 @@ class AffineLinear(Int8Linear):
         self.weights = affine_layout(codes, bits) if layout is None else layout
         self.sm = scale_min_layout(self.scale, self.mins)
         self._dense: np.ndarray | None = None
+        self._bind()
+
+    def _bind(self) -> None:
         self.ptrs = (self.weights.ctypes.data, self.sm.ctypes.data, _ptr(self.bias))
 
     def codes(self) -> np.ndarray:
@@ -401,12 +433,14 @@ class Work:
 
 
 # -- embedding tables ---------------------------------------------------------------------------
-class Table:
+class Table(Addressed):
     """An embedding table that doubles as the output head: fp32 (`weight`), or integer codes with a
     scale and min per row or group (`Table.quantized`), kept as
     - 4 bits per code (codes < 16, widths and groups in whole chunks of 32): `xtc_gemv_u4f`;
     - else int8 codes c = q - 128 with the min shifted by 128 scales (dropped when zero, as for
       symmetric 8-bit tables): `xtc_gemv_i8f`."""
+
+    _transient = ("_dense", "_codes4")
 
     def __init__(self, weight: np.ndarray):
         self.weight: np.ndarray | None = as_f32(weight)
@@ -490,15 +524,19 @@ class Table:
 
 # -- the model ------------------------------------------------------------------------------------
 @dataclass
-class Norm:
+class Norm(Addressed):
     weight: np.ndarray
     bias: np.ndarray | None
     eps: float
     rms: bool
+    _transient = ("ptrs",)
 
     def __post_init__(self) -> None:
         self.weight = as_f32(self.weight)
         self.bias = None if self.bias is None else as_f32(self.bias)
+        self._bind()
+
+    def _bind(self) -> None:
         self.ptrs = (self.weight.ctypes.data, _ptr(self.bias))
 
     def __call__(self, x: np.ndarray, rt: "Kernels") -> np.ndarray:

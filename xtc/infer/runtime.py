@@ -22,7 +22,7 @@ import numpy as np
 from xtc.core import defaults
 from xtc.core.errors import XtcError
 from xtc.core.sources import Source, load_with_transformers, resolve
-from xtc.infer import exact
+from xtc.infer import exact, prepared
 from xtc.infer import kernels as kernels_lib
 from xtc.infer.kv_cache import KVCache
 from xtc.infer.layers import Block, Int8Linear, Kernels, Spec, Split, Work
@@ -288,11 +288,18 @@ def load_runtime(src: str | Source, threads: int | None = None,
     reason = f"a {source.kind} source has no direct reader"
     if source.kind in ("packed", "hf"):
         try:
-            spec = spec_from_directory(source.path, max_context, source.config)
+            # Packed models only: a plain one's cache would be a second fp32 copy of it.
+            cache = prepared.Entry.of(source.path, max_context) if source.kind == "packed" else None
+            spec = cache.load() if cache is not None else None
+            fresh = spec is None
+            if fresh:
+                spec = spec_from_directory(source.path, max_context, source.config)
             tokenizer = load_tokenizer(source.path)
             if tokenizer is None:
                 raise Unsupported("no tokenizer.json the fast tokenizer reads")
             rt = Runtime(None, tokenizer, source.name, threads=threads, max_context=max_context, spec=spec)
+            if cache is not None and fresh:
+                cache.save(rt.spec)  # after the runtime's own preparation (kernel panels), which it holds too
             rt.loader, rt.source = "direct", source
             return rt
         except (Unsupported, ValueError, KeyError, OSError) as exc:
