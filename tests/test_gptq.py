@@ -14,7 +14,7 @@ from xtc.train import arch as archs
 from xtc.train.cache import create_cache, fill_cache, windows_of
 from xtc.train.data import build_corpus
 from xtc.train.gptq import gptq_quantize, hessians, init_layer
-from xtc.train.quant import QuantLinear, _grouped, codes_of, dequantize, init_scale_min, quantizer
+from xtc.train.quant import QuantLinear, _grouped, codes_of, dequantize, init_scale_min, quantize_linears, quantizer
 
 
 def correlated_inputs(n: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -74,18 +74,18 @@ def test_gptq_does_not_depend_on_how_columns_are_batched(monkeypatch):
     assert torch.equal(gptq_quantize(w, h, quantizer("int3", None))[0], whole[0])
 
 
-def test_layer_init_lowers_the_error_of_every_linear_on_the_cached_inputs(tiny_dirs, corpus_dir, tokenizer, tmp_path):
-    teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval()
+def test_layer_init_lowers_the_error_of_every_linear_on_the_cached_inputs(tiny_dirs, arch, corpus_dir, tokenizer,
+                                                                         tmp_path):
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch]).eval()
     windows = windows_of(build_corpus([corpus_dir], tokenizer, max_tokens=4096).train, 32, 8)
     cache = fill_cache(create_cache(tmp_path / "cache", windows, len(archs.decoder_layers(teacher)) + 1,
                                     teacher.config.hidden_size, 8), teacher)
     kwargs = archs.layer_kwargs(teacher, 32)
     layers = {}
     for init in ("rtn", "gptq"):
-        layer = archs.decoder_layers(AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]))[0]
-        for name, m in list(layer.named_modules()):
-            if isinstance(m, nn.Linear):
-                archs.replace_module(layer, name, QuantLinear(m, quantizer("int2", 16), 8))
+        student = AutoModelForCausalLM.from_pretrained(tiny_dirs[arch]).eval()
+        quantize_linears(student, quantizer("int2", 16), 8, archs.block_linear_names(student))
+        layer = archs.decoder_layers(student)[0]
         if init == "gptq":
             init_layer(layer, cache.hidden[0], kwargs)
         layers[init] = layer
@@ -93,7 +93,7 @@ def test_layer_init_lowers_the_error_of_every_linear_on_the_cached_inputs(tiny_d
     fp32 = archs.decoder_layers(teacher)[0]
     for name, m in layers["gptq"].named_modules():
         if isinstance(m, QuantLinear):
-            w = fp32.get_submodule(name).weight.detach()
+            w = archs.as_linear(fp32.get_submodule(name)).weight.detach()
 
             def err(wq):  # trace((W - Q) H (W - Q)^T): the output error on the cached inputs
                 d = (w - wq).double()
@@ -131,3 +131,17 @@ def test_gptq_init_needs_the_blockwise_recipe_and_quantised_layers(capsys, tiny_
                      "--out", str(tmp_path / "o"), "--init", "gptq", *extra])
         err = capsys.readouterr().err
         assert code != 0 and "--init gptq" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_resumes_only_with_the_init_it_was_started_with(tiny_dirs, corpus_dir, tmp_path):
+    from xtc.core.errors import XtcError
+    from xtc.train.distill import TrainConfig
+    from xtc.train.pipeline import CompressOptions, compress
+
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "plan.json").write_text(json.dumps({"windows": 1, "kept": [0], "init": "rtn"}))
+    opts = CompressOptions(method="quant", init="gptq", resume=True, cache_tokens=4096,
+                           train=TrainConfig(steps=1, seq_len=32))
+    with pytest.raises(XtcError, match="started with --init rtn"):
+        compress(str(tiny_dirs["llama"]), [corpus_dir], out, opts)
