@@ -145,3 +145,34 @@ def test_a_run_resumes_only_with_the_init_it_was_started_with(tiny_dirs, corpus_
                            train=TrainConfig(steps=1, seq_len=32))
     with pytest.raises(XtcError, match="started with --init rtn"):
         compress(str(tiny_dirs["llama"]), [corpus_dir], out, opts)
+
+
+def test_a_resumed_layer_keeps_its_gptq_start_and_its_init_time(tiny_dirs, corpus_dir, tokenizer, tmp_path):
+    import time
+
+    from xtc.train.blockwise import BlockConfig, train_blocks
+    from xtc.train.reduce import spans
+
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval()
+    n = len(archs.decoder_layers(teacher))
+    windows = windows_of(build_corpus([corpus_dir], tokenizer, max_tokens=4096).train, 32, 8)
+    cache = fill_cache(create_cache(tmp_path / "cache", windows, n + 1, teacher.config.hidden_size, 8), teacher)
+    kwargs = archs.layer_kwargs(teacher, 32)
+    cfg = BlockConfig(4, 2, lr=1e-3, lr_quant=1e-2, init="gptq")
+
+    def student():
+        s = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"]).eval()
+        quantize_linears(s, quantizer("int2", 16), 8, archs.block_linear_names(s))
+        return s
+
+    killed = student()
+    stopped = train_blocks(killed, cache, spans(list(range(n)), n), kwargs, cfg, tmp_path / "blocks",
+                           deadline=time.monotonic())  # GPTQ done, no step taken
+    assert not stopped[0].finished and stopped[0].steps_done == 0 and stopped[0].init_seconds > 0
+    start = archs.decoder_layers(killed)[0].self_attn.q_proj.codes()
+    fresh = student()
+    assert not torch.equal(archs.decoder_layers(fresh)[0].self_attn.q_proj.codes(), start)  # RTN differs
+    resumed = train_blocks(fresh, cache, spans(list(range(n)), n), kwargs, BlockConfig(4, 2, init="gptq"),
+                           tmp_path / "blocks", deadline=time.monotonic())
+    assert resumed[0].init_seconds == stopped[0].init_seconds  # restored, not measured again
+    assert torch.equal(archs.decoder_layers(fresh)[0].self_attn.q_proj.codes(), start)
