@@ -143,6 +143,9 @@ def build_parser() -> Parser:
     p.add_argument("--e2e", choices=("scales", "all", "none"), default=defaults.E2E_TRAIN,
                    help="blockwise: what the end-to-end stage trains")
     p.add_argument("--e2e-steps", type=_positive(int), help="blockwise: end-to-end steps (default: --steps)")
+    p.add_argument("--init", choices=defaults.INITS, default=defaults.INIT,
+                   help="blockwise: each quantised layer starts from round-to-nearest codes (rtn) or from GPTQ's, "
+                        "computed on its cached inputs (gptq)")
     p.add_argument("--quant-warmup", type=_fraction, default=defaults.QUANT_WARMUP, metavar="SHARE",
                    help="blockwise: share of each layer's steps over which its quantisation error is ramped in "
                         "from none to all (0: applied whole from the first step)")
@@ -295,7 +298,7 @@ def cmd_compress(args) -> int:
                            keep_checkpoints=args.keep_checkpoints, train=train, auto_steps=args.steps == "auto",
                            block_inputs=args.block_inputs, block_lr=args.block_lr, quant_warmup=args.quant_warmup, e2e=args.e2e,
                            e2e_steps=args.e2e_steps, e2e_share=args.e2e_share, cache_tokens=args.cache_tokens,
-                           topk=args.topk, cache_dir=args.cache_dir, target_mb=args.target_mb)
+                           topk=args.topk, cache_dir=args.cache_dir, target_mb=args.target_mb, init=args.init)
     s = compress(args.teacher, args.data, args.out, opts)
     lines = [f"packed {s['method']} model ({s['recipe']}) -> {s['out']}",
              f"  teacher fp32 {s['teacher_fp32_mb']:.2f} MB, packed {s['packed_mb']:.2f} MB, ratio {s['ratio']}x",

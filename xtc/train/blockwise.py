@@ -12,12 +12,17 @@ few tokens with huge activations (attention sinks) do not drown all others. With
 (`warmup`, a share of the steps) the weights' quantisation error is ramped in linearly from none
 (the layer starts as its fp32 self) to all of it, instead of applied whole from the first step.
 
+Each layer starts from round-to-nearest codes (`init="rtn"`) or from GPTQ's, computed on that
+layer's own inputs (`init="gptq"`, `gptq.py`); the latent weights then start on the grid, so a
+warm-up has no fp32 layer left to start from.
+
 On disk (OUT/checkpoints/blocks): `block{i}.pt` (the fit checkpoint of layer i; finished layers
 are restored from it on --resume) and `inputs{i}.npy` (the student's inputs of layer i).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from torch import nn
 from xtc.train import arch as archs
 from xtc.train.cache import TeacherCache, batch
 from xtc.train.fit import FitConfig, FitResult, fit
+from xtc.train.gptq import init_layer
 from xtc.train.quant import set_blend
 
 INPUTS = ("student", "teacher")
@@ -44,6 +50,7 @@ class BlockConfig:
     seed: int = 0
     progress: bool = False
     device: str = "cpu"
+    init: str = "rtn"  # each layer's starting codes: "rtn" (as quantised) or "gptq" (from its inputs)
 
 
 def block_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,6 +93,11 @@ def train_blocks(student: nn.Module, cache: TeacherCache, spans: list[tuple[int,
             inputs = cache.hidden[start] if cfg.inputs == "teacher" else _student_inputs(
                 layers[i - 1], inputs, kwargs, directory / f"inputs{i}.npy", cfg.device)
         layer, targets = layers[i], cache.hidden[end]
+        init_seconds = 0.0
+        if cfg.init == "gptq" and not (directory / f"block{i}.pt").exists():  # a checkpoint holds its start
+            t = time.monotonic()
+            init_layer(layer, inputs, kwargs, cfg.device)
+            init_seconds = time.monotonic() - t
         for p in layer.parameters():
             p.requires_grad_(True)
 
@@ -98,7 +110,8 @@ def train_blocks(student: nn.Module, cache: TeacherCache, spans: list[tuple[int,
             return block_loss(out, batch(y_all, index, cfg.device)), {}
 
         fit_cfg = FitConfig(cfg.steps, cfg.lr, cfg.lr_quant, seed=cfg.seed + i, progress=cfg.progress)
-        result = fit(layer, loss_fn, fit_cfg, directory / f"block{i}.pt", name=f"block {i}", deadline=deadline)
+        result = fit(layer, loss_fn, fit_cfg, directory / f"block{i}.pt", name=f"block {i}", deadline=deadline,
+                     init_seconds=init_seconds)
         set_blend(layer, 1.0)
         for p in layer.parameters():
             p.requires_grad_(False)
@@ -126,10 +139,10 @@ def _first_to_visit(directory: Path, n: int, inputs: str) -> int:
 
 
 def summary(results: list[FitResult]) -> list[dict]:
-    """One row per layer: steps, seconds, first and last loss."""
+    """One row per layer: steps, seconds (training; init_seconds: setting its start), first and last loss."""
     return [_row(r) for r in results]
 
 
 def _row(r: FitResult) -> dict:
     return {"block": r.name, "steps": r.steps_done, "finished": r.finished, "seconds": round(r.seconds, 1),
-            "first_loss": r.first_loss, "final_loss": r.final_loss}
+            "init_seconds": round(r.init_seconds, 2), "first_loss": r.first_loss, "final_loss": r.final_loss}

@@ -41,6 +41,7 @@ class FitResult:
     first_loss: float | None = None
     final_loss: float | None = None
     log: list[dict] = field(default_factory=list)
+    init_seconds: float = 0.0  # spent before the first step setting the start (e.g. GPTQ codes)
 
 
 def schedule(steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -73,10 +74,11 @@ def _save(path: Path, state: dict) -> None:
 
 def fit(module: nn.Module, loss_fn: Callable[[torch.Generator, int], tuple[torch.Tensor, dict]] | None,
         cfg: FitConfig, checkpoint: Path, name: str = "fit", deadline: float | None = None,
-        log_path: Path | None = None) -> FitResult:
+        log_path: Path | None = None, init_seconds: float = 0.0) -> FitResult:
     """Train `module` for `cfg.steps` steps of `loss_fn(generator, step)`, or until `deadline`
     (time.monotonic()). Continues from `checkpoint` if it exists; a finished one only restores the
-    module's trained state (then `loss_fn` may be None)."""
+    module's trained state (then `loss_fn` may be None). `init_seconds` (what setting the module's
+    start took) is kept in the checkpoint and returned, also by a restore."""
     from tqdm.auto import tqdm
 
     started = time.monotonic()
@@ -90,14 +92,15 @@ def fit(module: nn.Module, loss_fn: Callable[[torch.Generator, int], tuple[torch
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         module.load_state_dict(state["module"])
         step, log = state["step"], state["log"]
+        init_seconds = state.get("init_seconds", init_seconds)
         if state["done"]:
-            return FitResult(name, step, True, 0.0, *_ends(log), log)
+            return FitResult(name, step, True, 0.0, *_ends(log), log, init_seconds)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
 
     def save(done: bool) -> None:
-        state = {"module": module.state_dict(), "step": step, "log": log, "done": done}
+        state = {"module": module.state_dict(), "step": step, "log": log, "done": done, "init_seconds": init_seconds}
         if not done:  # what continuing needs; a finished stage keeps only its result
             state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                          generator=generator.get_state())
@@ -128,7 +131,7 @@ def fit(module: nn.Module, loss_fn: Callable[[torch.Generator, int], tuple[torch
         with open(log_path, "w") as f:  # the checkpoint holds the whole log, so rewrite it
             for row in log:
                 f.write(json.dumps(row) + "\n")
-    return FitResult(name, step, finished, time.monotonic() - started, *_ends(log), log)
+    return FitResult(name, step, finished, time.monotonic() - started, *_ends(log), log, init_seconds)
 
 
 def _ends(log: list[dict]) -> tuple[float | None, float | None]:

@@ -78,6 +78,7 @@ class CompressOptions:
     topk: int = defaults.TOPK
     cache_dir: Path | None = None  # a teacher cache shared between runs (default: OUT/checkpoints/cache)
     target_mb: float | None = None  # per-matrix formats by measured sensitivity, fitting this size (allocate.py)
+    init: str = defaults.INIT  # block-wise: each quantised layer's start, "rtn" or "gptq" (gptq.py)
 
 
 def fp32_megabytes(model: nn.Module) -> float:
@@ -141,6 +142,11 @@ def compress(teacher_src: str, data_dirs: list[Path], out_dir: Path, opts: Compr
     stages(opts.method)
     if opts.recipe not in defaults.RECIPES:
         raise XtcError(f"--recipe must be one of {', '.join(defaults.RECIPES)}, not {opts.recipe!r}")
+    if opts.init not in defaults.INITS:
+        raise XtcError(f"--init must be one of {', '.join(defaults.INITS)}, not {opts.init!r}")
+    if opts.init != defaults.INIT and (opts.recipe != "blockwise" or opts.method == "layer"):
+        raise XtcError(f"--init {opts.init} sets the start of block-wise training: it needs --recipe blockwise "
+                       "and a quantised --method (quant or hybrid)")
     if opts.target_mb is not None:
         if opts.recipe != "blockwise" or opts.method == "layer":
             raise XtcError("--target-mb allocates bit widths on the teacher cache: it needs --recipe blockwise "
@@ -238,6 +244,9 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
     cache_dir = opts.cache_dir or ckpt / "cache"
     if (ckpt / "plan.json").exists():  # training has started on this cache: keep it as it was
         plan = json.loads((ckpt / "plan.json").read_text())
+        plan.setdefault("init", defaults.INIT)  # plans written before --init existed
+        if plan["init"] != opts.init:
+            raise XtcError(f"{out_dir} was started with --init {plan['init']}: resume it with the same --init")
         cache = open_cache(cache_dir).head(plan["windows"])
     else:
         cache = _teacher_cache(teacher, corpus, cache_dir, opts, _share(deadline, 0.2, reserve), device)
@@ -256,7 +265,7 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
                          archs.block_linear_names(student))
         student.to(device)
     block_cfg = BlockConfig(plan["block_steps"], min(cfg.batch_size, cache.windows), opts.block_lr, 10 * opts.block_lr,
-                            opts.block_inputs, opts.quant_warmup, cfg.seed, cfg.progress, device)
+                            opts.block_inputs, opts.quant_warmup, cfg.seed, cfg.progress, device, plan["init"])
     if opts.auto_steps and plan["block_steps"] is None:
         plan["block_steps"] = block_cfg.steps = _calibrated_block_steps(
             student, cache, plan["spans"], kwargs, block_cfg, _share(deadline, 1 - opts.e2e_share, reserve))
@@ -292,6 +301,7 @@ def _blockwise(teacher, tokenizer, data_dirs, out_dir: Path, opts: CompressOptio
     rows = [{"stage": "cache", "windows": cache.windows, "finished": cache.complete},
             {"stage": "blocks", "steps": plan["block_steps"], "layers_done": sum(r.finished for r in blocks),
              "finished": blocks_done, "seconds": round(sum(r.seconds for r in blocks), 1),
+             "init": plan["init"], "init_seconds": round(sum(r.init_seconds for r in blocks), 2),
              "final_train_loss": _mean([r.final_loss for r in blocks])}]
     if e2e is not None:
         rows.append({"stage": "e2e", "steps": e2e.steps_done, "finished": e2e.finished, "seconds": round(e2e.seconds, 1),
@@ -343,7 +353,7 @@ def _plan(path: Path, teacher, cache: TeacherCache, opts: CompressOptions) -> di
     steps = None if opts.auto_steps else opts.train.steps
     e2e_steps = None if opts.auto_steps else (opts.e2e_steps if opts.e2e_steps is not None else opts.train.steps)
     plan = {"windows": cache.windows, "kept": kept, "spans": spans(kept, n_layers), "block_steps": steps,
-            "e2e_steps": e2e_steps}
+            "e2e_steps": e2e_steps, "init": opts.init}
     _save_plan(path, plan)
     return plan
 
@@ -369,7 +379,8 @@ def _seconds_per_step(step, warm: int = 1, timed: int = 2) -> float:
 
 def _calibrated_block_steps(student, cache: TeacherCache, layer_spans, kwargs, cfg: BlockConfig, deadline) -> int:
     """Steps per layer that fill the block stage's share of the budget (timed on a copy of layer 0;
-    every layer costs the same, plus one forward pass over the cache per layer for the student's inputs)."""
+    every layer costs the same, plus one forward pass over the cache per layer for the student's inputs
+    and one for GPTQ's Hessians)."""
     layer = copy.deepcopy(archs.decoder_layers(student)[0]).train()
     optimizer = torch.optim.AdamW([p for p in layer.parameters()], lr=0.0)
     x, y = cache.hidden[layer_spans[0][0]], cache.hidden[layer_spans[0][1]]
@@ -384,7 +395,8 @@ def _calibrated_block_steps(student, cache: TeacherCache, layer_spans, kwargs, c
         optimizer.zero_grad()
 
     per_step = _seconds_per_step(step)
-    forward = per_step / 3 * cache.windows / len(index) if cfg.inputs == "student" else 0.0
+    passes = (cfg.inputs == "student") + (cfg.init == "gptq")
+    forward = passes * per_step / 3 * cache.windows / len(index)
     left = 0.9 * (deadline - time.monotonic()) if deadline is not None else 0.0  # 10%: checkpoints, slow steps
     return max(1, int((left / len(layer_spans) - forward) / per_step))
 
