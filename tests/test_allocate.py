@@ -3,7 +3,6 @@ promises, and the recipe that trains and packs the mixed student."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
