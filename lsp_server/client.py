@@ -121,9 +121,9 @@ class Client(LanguageClient):
 
     async def start(self, command: Sequence[str] | None = None, *, env: dict[str, str] | None = None,
                     cwd: str | os.PathLike | None = None) -> None:
-        """Start the server (default `server_command()`); `env` is set on top of this process's."""
-        command = list(command or server_command())
-        await self.start_io(*command, env={**os.environ, **(env or {})}, cwd=cwd)
+        """Start the server (default `server_command()`) with environment `env` (default: this
+        process's) in folder `cwd`."""
+        await self.start_io(*(command or server_command()), env=env, cwd=cwd)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
 
     async def _drain_stderr(self) -> None:

@@ -16,7 +16,7 @@ SERVER = [sys.executable, "-m", "lsp_server"]
 
 
 def tiny_env() -> dict[str, str]:
-    return {"XTC_HOME": str(tiny_models().home), "XTC_THREADS": "1", "XTC_MIN_MEAN_LOGPROB": "none"}
+    return {**os.environ, "XTC_HOME": str(tiny_models().home), "XTC_THREADS": "1", "XTC_MIN_MEAN_LOGPROB": "none"}
 
 
 def fake_server(tmp_path, body: str) -> list[str]:
