@@ -30,13 +30,16 @@ def installed(tmp_path_factory):
         pytest.skip("network: PyPI is unreachable (the fresh venv installs the wheel's dependencies from it)")
     tmp = tmp_path_factory.mktemp("wheel")
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # Without PYTHONPATH: with the checkout on it, pip takes the build's codegpt_xtc.egg-info there
+    # for an installed codegpt-xtc and skips the wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "-q"]
-    subprocess.run(pip + ["install", "build"], check=True)
+    subprocess.run(pip + ["install", "build"], check=True, env=env)
     subprocess.run([str(venv / "bin" / "python"), "-m", "build", "--wheel", "--outdir", str(tmp / "dist"), str(ROOT)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env)
     wheel = next((tmp / "dist").glob("*.whl"))
-    subprocess.run(pip + ["install", str(wheel)], check=True, cwd=tmp)
+    subprocess.run(pip + ["install", str(wheel)], check=True, cwd=tmp, env=env)
     return wheel, venv
 
 
