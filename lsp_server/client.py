@@ -30,10 +30,13 @@ from lsp_server import __version__
 from lsp_server.server import STATUS_NOTIFICATION
 
 # What an editor like VS Code announces that the server uses: work-done progress for the model's
-# load, and answering `workspace/configuration` when settings change without values.
+# load, answering `workspace/configuration` when settings change without values, watching files.
 CAPABILITIES = t.ClientCapabilities(
     window=t.WindowClientCapabilities(work_done_progress=True),
-    workspace=t.WorkspaceClientCapabilities(configuration=True, workspace_folders=True),
+    workspace=t.WorkspaceClientCapabilities(
+        configuration=True, workspace_folders=True,
+        did_change_watched_files=t.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True)),
+    text_document=t.TextDocumentClientCapabilities(synchronization=t.TextDocumentSyncClientCapabilities(did_save=True)),
 )
 
 
@@ -69,6 +72,7 @@ class Client(LanguageClient):
         self.log_messages: list[t.LogMessageParams] = []
         self.progress_reports: dict[t.ProgressToken, list[Any]] = {}
         self.statuses: list[dict] = []
+        self.registrations: list[t.Registration] = []  # capabilities the server registered dynamically
         self.configuration: dict[str, Any] = {}  # section -> value, the answers to workspace/configuration
         self.result: t.InitializeResult | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -110,6 +114,10 @@ class Client(LanguageClient):
         @self.feature(t.WORKSPACE_CONFIGURATION)
         def configuration(params: t.ConfigurationParams) -> list[Any]:
             return [self.configuration.get(item.section or "") for item in params.items]
+
+        @self.feature(t.CLIENT_REGISTER_CAPABILITY)
+        def register(params: t.RegistrationParams) -> None:
+            self.registrations.extend(params.registrations)
 
         @self.feature(STATUS_NOTIFICATION)
         def status(params: Any) -> None:  # pygls gives an unknown method's params as a namedtuple
@@ -213,6 +221,14 @@ class Client(LanguageClient):
     def close_document(self, uri: str) -> None:
         self._versions.pop(uri, None)
         self.text_document_did_close(t.DidCloseTextDocumentParams(t.TextDocumentIdentifier(uri)))
+
+    def save(self, uri: str) -> None:
+        self.text_document_did_save(t.DidSaveTextDocumentParams(t.TextDocumentIdentifier(uri)))
+
+    def files_changed(self, changes: Sequence[tuple[str, t.FileChangeType]]) -> None:
+        """`workspace/didChangeWatchedFiles`: (uri, Created/Changed/Deleted) of files on disk."""
+        self.workspace_did_change_watched_files(t.DidChangeWatchedFilesParams(
+            [t.FileEvent(uri, kind) for uri, kind in changes]))
 
     def configure(self, settings: Any) -> None:
         """`workspace/didChangeConfiguration` with `settings` (None: the server asks for them)."""

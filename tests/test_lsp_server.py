@@ -41,6 +41,20 @@ async def test_capabilities(server):
     assert ready["model"] == "gpt2" and ready["message"]
 
 
+async def test_the_server_watches_files_and_takes_saves(server, tmp_path):
+    """It asks the client to watch the workspace's files (their changes reach the index, see
+    test_lsp_engine) and hears didSave; neither disturbs completions."""
+    [watch] = [r for r in server.registrations if r.method == t.WORKSPACE_DID_CHANGE_WATCHED_FILES]
+    assert [w["globPattern"] for w in watch.register_options["watchers"]] == ["**/*"]
+    assert server.result.capabilities.text_document_sync.save is not None
+    text = sample("saved")
+    uri = server.open((tmp_path / "saved.py").as_uri(), text)
+    (tmp_path / "saved.py").write_text(text)
+    server.save(uri)
+    server.files_changed([(uri, t.FileChangeType.Changed), ((tmp_path / "gone.py").as_uri(), t.FileChangeType.Deleted)])
+    assert [i.insert_text for i in await server.inline(uri, end_of(text))] == [expected(tiny_models().gpt2, text)]
+
+
 async def test_inline_completion_is_the_library_suggestion(server):
     text = sample("inline")
     uri = server.open("file:///inline.py", text)

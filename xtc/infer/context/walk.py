@@ -65,6 +65,29 @@ class GitIgnores:
         return False
 
 
+def _skipped_folder(here: Path, name: str) -> bool:
+    """VCS folders, virtual environments, dependency and build trees: never the user's source."""
+    return name in SKIPPED_DIRS or name.startswith(".") or name.endswith(".egg-info") \
+        or (here / name / "pyvenv.cfg").exists()
+
+
+def indexable(root: Path, rel: str, excluded: Callable[[str], bool] | None = None) -> bool:
+    """Whether the walk of `root` would index the file `rel` (posix, relative to `root`), its
+    size and encoding aside: for one file that changed on disk, without walking the folder."""
+    root, gitignores = Path(root), GitIgnores(root)
+    parts = rel.split("/")
+    if not parts[-1] or ".." in parts:
+        return False
+    for depth in range(1, len(parts)):
+        folder, here = "/".join(parts[:depth]), root.joinpath(*parts[:depth - 1])
+        if _skipped_folder(here, parts[depth - 1]) or (here / parts[depth - 1]).is_symlink() \
+                or gitignores.ignored(folder, is_dir=True) or (excluded is not None and excluded(folder + "/")):
+            return False
+    path = root.joinpath(*parts)
+    return Path(rel).suffix.lower() in CODE_SUFFIXES and not path.is_symlink() and not gitignores.ignored(rel) \
+        and not (excluded is not None and excluded(rel))
+
+
 def read_text_file(path: Path, max_bytes: int = defaults.CONTEXT_MAX_FILE_BYTES) -> tuple[str | None, str]:
     """(text, "") or (None, why it is skipped): too big, unreadable, binary or not UTF-8."""
     try:
@@ -99,7 +122,7 @@ def workspace_files(root: Path, *, excluded: Callable[[str], bool] | None = None
         keep = []
         for d in sorted(dirnames):
             rel = d if rel_dir == "." else f"{rel_dir}/{d}"
-            if d in SKIPPED_DIRS or d.startswith(".") or d.endswith(".egg-info") or (here / d / "pyvenv.cfg").exists():
+            if _skipped_folder(here, d):
                 stats.skip("skipped folder")
             elif (here / d).is_symlink() or gitignores.ignored(rel, is_dir=True) \
                     or (excluded is not None and excluded(rel + "/")):
