@@ -20,24 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import sys
 import sysconfig
 import time
 from pathlib import Path
 
 from lsprotocol import types as t
-from pygls.lsp.client import LanguageClient
+
+from lsp_server.client import Client, end_of, server_command
 
 SMALL = "import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n        return [line.rstrip() for line in "
-
-
-def server_command() -> list[str]:
-    script = Path(sys.executable).with_name("xtc-lsp")
-    if script.exists():
-        return [str(script)]
-    return [shutil.which("xtc-lsp") or sys.executable, *([] if shutil.which("xtc-lsp") else ["-m", "lsp_server"])]
 
 
 def token_counter(src: str):
@@ -76,106 +68,65 @@ def contexts(source: Path, n: int, tokens: int, count) -> list[tuple[str, str]]:
     return windows
 
 
-def end_of(text: str) -> t.Position:
-    lines = text.split("\n")
-    return t.Position(len(lines) - 1, len(lines[-1]))
-
-
-class Bench:
-    def __init__(self) -> None:
-        self.client = LanguageClient("xtc-lsp-latency", "0.1")
-        self.ready_at: float | None = None
-        self.errors: list[str] = []
-        self.version = 1
-
-        @self.client.feature(t.WINDOW_WORK_DONE_PROGRESS_CREATE)
-        def create(params: t.WorkDoneProgressCreateParams) -> None:
-            return None
-
-        @self.client.feature(t.PROGRESS)
-        def progress(params: t.ProgressParams) -> None:
-            kind = params.value.get("kind") if isinstance(params.value, dict) else getattr(params.value, "kind", None)
-            if kind == "end" and self.ready_at is None:
-                self.ready_at = time.perf_counter()
-
-        @self.client.feature(t.WINDOW_SHOW_MESSAGE)
-        def show(params: t.ShowMessageParams) -> None:
-            self.errors.append(params.message)
-
-        @self.client.feature(t.WINDOW_LOG_MESSAGE)
-        def log(params: t.LogMessageParams) -> None:
-            pass
-
-    def open(self, uri: str, text: str) -> None:
-        self.client.text_document_did_open(t.DidOpenTextDocumentParams(t.TextDocumentItem(uri, "python", 1, text)))
-
-    def edit(self, uri: str, start: t.Position, end: t.Position, text: str) -> None:
-        self.version += 1
-        self.client.text_document_did_change(t.DidChangeTextDocumentParams(
-            t.VersionedTextDocumentIdentifier(uri=uri, version=self.version),
-            [t.TextDocumentContentChangePartial(range=t.Range(start, end), text=text)]))
-
-    async def inline(self, uri: str, position: t.Position) -> tuple[str, float]:
-        params = t.InlineCompletionParams(t.InlineCompletionContext(t.InlineCompletionTriggerKind.Automatic),
-                                          t.TextDocumentIdentifier(uri), position)
-        started = time.perf_counter()
-        result = await self.client.text_document_inline_completion_async(params)
-        items = result.items if isinstance(result, t.InlineCompletionList) else (result or [])
-        return (items[0].insert_text if items else ""), (time.perf_counter() - started) * 1000
-
-
 async def run(args: argparse.Namespace) -> dict:
     count = token_counter(args.model)
     windows = contexts(args.source, args.repeats, args.context_tokens, count)
-    bench = Bench()
-    client = bench.client
+    ready_at: list[float] = []
+
+    def note(method: str, params) -> None:
+        if method == t.PROGRESS and isinstance(params, t.WorkDoneProgressEnd) and not ready_at:
+            ready_at.append(time.perf_counter())
+
+    client = Client(timeout=args.timeout, name="xtc-lsp-latency", on_notification=note)
+
+    async def inline(uri: str, position: t.Position) -> tuple[str, float]:
+        begin = time.perf_counter()
+        suggestion = await client.suggestion(uri, position)
+        return suggestion, (time.perf_counter() - begin) * 1000
+
     started = time.perf_counter()
-    await client.start_io(*server_command())
+    await client.start(server_command())
     try:
         options = {"xtc": {"model": args.model, "maxNewTokens": args.max_new_tokens,
                            "workspaceContext": args.workspace_context}}
-        caps = t.ClientCapabilities(window=t.WindowClientCapabilities(work_done_progress=True))
-        folders = [t.WorkspaceFolder(args.workspace.resolve().as_uri(), args.workspace.name)] if args.workspace else None
-        await client.initialize_async(t.InitializeParams(capabilities=caps, initialization_options=options,
-                                                         workspace_folders=folders))
-        client.initialized(t.InitializedParams())
+        await client.initialize(options, [args.workspace] if args.workspace else None)
         initialized = time.perf_counter()
 
-        bench.open("file:///bench/small.py", SMALL)
+        client.open("file:///bench/small.py", SMALL)
         first = ""
         while not first:  # as an editor would, keep asking while the model loads
-            if bench.errors:
-                raise SystemExit(f"server: {bench.errors[0]}")
+            if client.messages:
+                raise SystemExit(f"server: {client.messages[0].message}")
             if time.perf_counter() - started > args.timeout:
                 raise SystemExit(f"no suggestion after {args.timeout} s")
-            first, _ = await bench.inline("file:///bench/small.py", end_of(SMALL))
+            first, _ = await inline("file:///bench/small.py", end_of(SMALL))
             if not first:
                 await asyncio.sleep(0.05)
         first_ms = (time.perf_counter() - started) * 1000
-        ready_ms = ((bench.ready_at or time.perf_counter()) - initialized) * 1000
+        ready_ms = ((ready_at[0] if ready_at else time.perf_counter()) - initialized) * 1000
 
         cold, typed, cached, prompt_tokens = [], [], [], []
         for i, (text, next_char) in enumerate(windows):
             uri = f"file:///bench/context{i}.py"
-            bench.open(uri, text)
-            suggestion, ms = await bench.inline(uri, end_of(text))
+            client.open(uri, text)
+            suggestion, ms = await inline(uri, end_of(text))
             cold.append(ms)
             prompt_tokens.append(count(text))
             # one typed character that is not the suggestion's start: a new inference on the cached prefix
             char = next((c for c in (next_char, " ", "x") if c and c.strip() != "" and c != suggestion[:1]), "x")
-            bench.edit(uri, end_of(text), end_of(text), char)
-            _, ms = await bench.inline(uri, end_of(text + char))
+            client.change(uri, end_of(text), end_of(text), char)
+            _, ms = await inline(uri, end_of(text + char))
             typed.append(ms)
-            bench.edit(uri, end_of(text), end_of(text + char), "")
+            client.change(uri, end_of(text), end_of(text + char), "")
             if suggestion:  # typing the suggestion's first character: the suggestion cache
-                await bench.inline(uri, end_of(text))
-                bench.edit(uri, end_of(text), end_of(text), suggestion[0])
-                _, ms = await bench.inline(uri, end_of(text + suggestion[0]))
+                await inline(uri, end_of(text))
+                client.change(uri, end_of(text), end_of(text), suggestion[0])
+                _, ms = await inline(uri, end_of(text + suggestion[0]))
                 cached.append(ms)
-        await client.shutdown_async(None)
-        client.exit(None)
     finally:
-        await client.stop()
+        await client.close()
+    if client.returncode != 0:
+        raise SystemExit(f"xtc-lsp exited with status {client.returncode}")
     median = lambda xs: round(statistics.median(xs), 1) if xs else None  # noqa: E731
     return {
         "model": args.model or "(installed default)",

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from xtc.core import defaults
 from xtc.core.exclude import Exclusions
+from xtc.infer.context.walk import indexable, read_text_file
 from xtc.infer.context.workspace import Context, Workspace
 
 log = logging.getLogger("xtc-lsp")
@@ -39,6 +40,8 @@ class WorkspaceSources:
         self._dirty: set[str] = set()  # open documents changed since they were indexed
         self._workspace: Workspace | None = None
         self._generation = 0  # a new tokenizer or folder set stops an older background walk
+        self._on_disk: list[tuple[str, bool]] = []  # (uri, deleted): files changed on disk, not yet re-read
+        self._reading = False  # a thread is re-reading them
         self.enabled = defaults.WORKSPACE_CONTEXT
         self.exclude: tuple[str, ...] = ()
 
@@ -61,6 +64,49 @@ class WorkspaceSources:
         with self._lock:
             self._documents.pop(uri, None)
             self._dirty.discard(uri)
+
+    def files_changed(self, changes: list[tuple[str, bool]]) -> None:
+        """Files saved, created, changed or deleted (`True`) on disk: re-read into the index, or
+        dropped from it, on a background thread in the order told (a checkout may touch thousands)."""
+        with self._lock:
+            self._on_disk.extend(changes)
+            if self._reading or not changes:
+                return
+            self._reading = True
+        threading.Thread(target=self._reread, name="xtc-files", daemon=True).start()
+
+    def _reread(self) -> None:
+        while True:
+            with self._lock:
+                if not self._on_disk:
+                    self._reading = False
+                    return
+                changes, self._on_disk = self._on_disk, []
+                workspace, folders, open_now = self._workspace, list(self._folders), set(self._documents)
+            if workspace is None or not self.enabled:
+                continue  # the next walk of the folders reads them all anyway
+            try:
+                for uri, deleted in changes:
+                    self._reread_one(workspace, folders, uri, deleted, open_now)
+            except Exception:  # a bug here must not take the server down
+                log.exception("workspace context: re-reading changed files failed")
+            workspace.forget()  # blocks that quoted the old text are assembled anew
+
+    def _reread_one(self, workspace: Workspace, folders: list[Path], uri: str, deleted: bool, open_now: set) -> None:
+        path = uri_path(uri)
+        folder = next((f for f in folders if path is not None and path.is_relative_to(f)), None)
+        if folder is None or uri in open_now:  # outside the folders, or the editor's copy wins
+            return
+        rel = path.relative_to(folder).as_posix()
+        name = self.name(uri)
+        text = None
+        if not deleted and indexable(folder, rel, excluded=self.excluded):
+            text, _ = read_text_file(path)  # None: gone again, too big, binary
+        if text is None:  # a deleted folder takes its files with it
+            for gone in [name] + [p for p in workspace.index.paths() if p.startswith(name + "/")]:
+                workspace.remove(gone)
+        else:
+            workspace.set_document(name, text)
 
     def configure(self, enabled: bool, exclude: tuple[str, ...]) -> None:
         changed = (enabled, exclude) != (self.enabled, self.exclude)

@@ -151,6 +151,11 @@ def create_server() -> XtcServer:
     @server.feature(types.INITIALIZED)
     def initialized(ls: XtcServer, params: types.InitializedParams) -> None:
         ls.client_ready = True
+        watched = getattr(getattr(ls.client_capabilities, "workspace", None), "did_change_watched_files", None)
+        if getattr(watched, "dynamic_registration", False):  # files changed outside the editor reach the index
+            ls.client_register_capability(types.RegistrationParams([types.Registration(
+                "xtc-watched-files", types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                types.DidChangeWatchedFilesRegistrationOptions([types.FileSystemWatcher("**/*")]))]))
         if ls._pending_load is not None:
             ls._report(*ls._pending_load)
             ls._pending_load = None
@@ -177,6 +182,14 @@ def create_server() -> XtcServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: XtcServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.engine.sources.close(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: XtcServer, params: types.DidSaveTextDocumentParams) -> None:
+        ls.engine.sources.files_changed([(params.text_document.uri, False)])
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: XtcServer, params: types.DidChangeWatchedFilesParams) -> None:
+        ls.engine.sources.files_changed([(c.uri, c.type == types.FileChangeType.Deleted) for c in params.changes])
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
     def did_change_folders(ls: XtcServer, params: types.DidChangeWorkspaceFoldersParams) -> None:

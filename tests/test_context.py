@@ -129,6 +129,21 @@ def test_the_walk_skips_what_is_not_the_users_source(tmp_path):
     assert {"binary", "not UTF-8", "too big"} <= set(stats.skipped)
 
 
+def test_the_walk_honours_nested_gitignores_relative_to_their_folder(tmp_path):
+    """As git does: a subfolder's .gitignore applies below it, its patterns relative to it (a
+    leading `/` anchors there), and its `!` re-includes what a file above ignored."""
+    files = ["a.py", "gen.py", "keep.py", "pkg/a.py", "pkg/gen.py", "pkg/keep.py", "pkg/sub/gen.py",
+             "pkg/sub/b.py", "pkg/cache/c.py", "other/a.py", "other/gen.py", "other/keep.py"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    (tmp_path / ".gitignore").write_text("keep.py\n")
+    (tmp_path / "pkg" / ".gitignore").write_text("/gen.py\ncache/\n!keep.py\n")  # gen.py only in pkg/ itself
+    (tmp_path / "other" / ".gitignore").write_text("*.py\n!a.py\n")
+    assert sorted(rel for rel, _ in workspace_files(tmp_path)) == [
+        "a.py", "gen.py", "other/a.py", "pkg/a.py", "pkg/keep.py", "pkg/sub/b.py", "pkg/sub/gen.py"]
+
+
 def test_the_walk_is_bounded_in_files(tmp_path):
     for i in range(30):
         (tmp_path / f"m{i:02}.py").write_text(f"v{i} = {i}\n")

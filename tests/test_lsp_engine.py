@@ -347,6 +347,43 @@ def test_other_open_documents_and_the_workspace_folder_give_context(tmp_path):
     assert context.text.startswith("# Compare this snippet from pkg/")  # the tiny vocabulary has no repo tokens
 
 
+def wait_for(condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_files_changed_on_disk_are_reread_and_deleted_ones_dropped(tmp_path):
+    """didSave / didChangeWatchedFiles: a file changed or created on disk is read again, a
+    deleted one (or the files of a deleted folder) leaves the index; ignored files stay out."""
+    (tmp_path / "pkg" / "old").mkdir(parents=True)
+    store, new, ignored = tmp_path / "pkg" / "store.py", tmp_path / "pkg" / "new.py", tmp_path / "pkg" / "gen.py"
+    store.write_text("class MessageStore:\n    def add_message(self, message):\n        self.messages.append(message)\n")
+    (tmp_path / "pkg" / "old" / "legacy.py").write_text("def legacy_parse_header(line):\n    return line\n")
+    (tmp_path / "pkg" / ".gitignore").write_text("gen.py\n")
+    fake = with_tokenizer(FakeCompleter())
+    engine = Engine(Settings(), loader=lambda src: fake)
+    engine.sources.set_folders([tmp_path.as_uri()])
+    assert engine.load().result(10) == "fake"
+    index = engine.sources._workspace.index
+    wait_for(lambda: {"pkg/store.py", "pkg/old/legacy.py"} <= set(index.paths()), "the folder was not indexed")
+
+    store.write_text("class MessageStore:\n    def append_record(self, record):\n        self.records.append(record)\n")
+    new.write_text("def parse_header_value(line):\n    return line.partition(':')[2].strip()\n")
+    ignored.write_text("GENERATED = 1\n")
+    engine.sources.files_changed([(store.as_uri(), False), (new.as_uri(), False), (ignored.as_uri(), False)])
+    wait_for(lambda: "pkg/new.py" in index.paths() and "append_record" in index.text("pkg/store.py"),
+             "changed files were not re-read")
+    assert "pkg/gen.py" not in index.paths()
+
+    store.unlink()
+    engine.sources.files_changed([(store.as_uri(), True), ((tmp_path / "pkg" / "old").as_uri(), True)])
+    wait_for(lambda: not {"pkg/store.py", "pkg/old/legacy.py"} & set(index.paths()), "deleted files stayed")
+    engine.complete(request(READER + "x = parse_header_value(line)\n", document=(tmp_path / "pkg" / "reader.py").as_uri()))
+    assert "parse_header_value(line):" in fake.calls[-1]["context"].text
+
+
 def test_without_workspace_context_the_prompt_is_the_file_alone(tmp_path):
     fake = with_tokenizer(FakeCompleter())
     engine = ready(fake, workspace_context=False)

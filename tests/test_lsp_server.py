@@ -1,4 +1,4 @@
-"""End to end: the real `xtc-lsp` over stdio, driven like an editor (pytest-lsp's client)."""
+"""End to end: the real `xtc-lsp` over stdio, driven like an editor (`lsp_server.client`)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,22 @@ async def test_capabilities(server):
     ends = server.progress_ends()
     assert ends and "ready" in ends[0].message
     ready = await server.wait_status(1)
-    assert [s["state"] for s in server.statuses(1)] == ["loading", "ready"]
+    assert [s["state"] for s in server.statuses_of(1)] == ["loading", "ready"]
     assert ready["model"] == "gpt2" and ready["message"]
+
+
+async def test_the_server_watches_files_and_takes_saves(server, tmp_path):
+    """It asks the client to watch the workspace's files (their changes reach the index, see
+    test_lsp_engine) and hears didSave; neither disturbs completions."""
+    [watch] = [r for r in server.registrations if r.method == t.WORKSPACE_DID_CHANGE_WATCHED_FILES]
+    assert [w["globPattern"] for w in watch.register_options["watchers"]] == ["**/*"]
+    assert server.result.capabilities.text_document_sync.save is not None
+    text = sample("saved")
+    uri = server.open((tmp_path / "saved.py").as_uri(), text)
+    (tmp_path / "saved.py").write_text(text)
+    server.save(uri)
+    server.files_changed([(uri, t.FileChangeType.Changed), ((tmp_path / "gone.py").as_uri(), t.FileChangeType.Deleted)])
+    assert [i.insert_text for i in await server.inline(uri, end_of(text))] == [expected(tiny_models().gpt2, text)]
 
 
 async def test_inline_completion_is_the_library_suggestion(server):
@@ -136,10 +150,10 @@ async def test_cancel_request(server):
         text = sample("cancel")
         uri = server.open("file:///cancel.py", text)
         started = time.monotonic()
-        pending = asyncio.ensure_future(server.client.protocol.send_request_async(
+        pending = asyncio.ensure_future(server.protocol.send_request_async(
             t.TEXT_DOCUMENT_INLINE_COMPLETION, server.inline_params(uri, end_of(text)), msg_id="cancel-me"))
         await asyncio.sleep(0.1)
-        server.client.cancel_request(t.CancelParams(id="cancel-me"))
+        server.cancel_request(t.CancelParams(id="cancel-me"))
         with pytest.raises(JsonRpcRequestCancelled):
             await pending
         assert time.monotonic() - started < 2.5
@@ -164,10 +178,10 @@ async def test_max_new_tokens_setting(server):
 async def test_configuration_pulled_when_the_notification_has_none(server):
     text = sample("pull")
     uri = server.open("file:///pull.py", text)
-    server.client.set_configuration({"maxNewTokens": 1}, section="xtc")
+    server.configuration["xtc"] = {"maxNewTokens": 1}
     server.configure(None)  # the server asks for the `xtc` section (workspace/configuration)
     try:
-        while not any("max_new_tokens=1," in m.message for m in server.client.log_messages):
+        while not any("max_new_tokens=1," in m.message for m in server.log_messages):
             await asyncio.sleep(0.02)
         [short] = await server.inline(uri, end_of(text))
         assert short.insert_text == expected(tiny_models().gpt2, text, max_new_tokens=1)
@@ -202,24 +216,24 @@ async def test_model_switch_reloads_in_the_background(server):
     finally:
         server.configure({"settings": {"xtc": {"model": str(models.gpt2)}}})
         await server.wait_ready(loads + 2)
-    assert not server.client.messages  # no error shown for good models
+    assert not server.messages  # no error shown for good models
 
 
 async def test_two_quick_model_changes_report_structured_states_and_end_ready(server):
     """The status of a load is a state, not a sentence: a load replaced by a newer one before it
     finished is `superseded` (not an error), and the last load's `ready` is the final word."""
     models = tiny_models()
-    first = max(s["load"] for s in server.statuses()) + 1
+    first = max(s["load"] for s in server.statuses_of()) + 1
     server.configure({"settings": {"xtc": {"model": str(models.llama)}}})
     server.configure({"settings": {"xtc": {"model": str(models.gpt2)}}})
     last = await server.wait_status(first + 1)
     assert (last["state"], last["model"]) == ("ready", "gpt2")
     await server.wait_status(first)
-    states = {s["load"]: [x["state"] for x in server.statuses(s["load"])] for s in server.statuses()}
+    states = {s["load"]: [x["state"] for x in server.statuses_of(s["load"])] for s in server.statuses_of()}
     assert states[first] in (["loading", "superseded"], ["loading", "ready"])
     assert states[first + 1] == ["loading", "ready"]
-    assert all(s["state"] != "error" for s in server.statuses())
-    assert not server.client.messages  # no error pop-up either
+    assert all(s["state"] != "error" for s in server.statuses_of())
+    assert not server.messages  # no error pop-up either
 
 
 async def test_missing_model_tells_once_and_answers_empty():
@@ -231,7 +245,7 @@ async def test_missing_model_tells_once_and_answers_empty():
         assert await session.completion(uri, end_of(text)) == []
         session.configure({"settings": {"xtc": {"maxNewTokens": 8}}})  # not a model change: no new message
         assert await session.inline(uri, end_of(text)) == []
-        [message] = session.client.messages
+        [message] = session.messages
         assert message.type == t.MessageType.Error
         assert "xtc install smollm2" in message.message and "no-such-model" in message.message
         assert "xtc install smollm2" in session.progress_ends()[0].message
@@ -247,7 +261,7 @@ async def test_the_log_says_which_kernels_the_model_runs_on(server):
 
     await server.wait_status(1)
     deadline = time.monotonic() + 30
-    while not (lines := [m.message for m in server.client.log_messages if m.message.startswith("kernels: ")]):
+    while not (lines := [m.message for m in server.log_messages if m.message.startswith("kernels: ")]):
         assert time.monotonic() < deadline, "no kernels line in the client's log"
         await asyncio.sleep(0.02)
     assert lines[0].split()[1] == kernels.name(kernels.load())  # the server chose as this process does

@@ -32,15 +32,60 @@ class WalkStats:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
 
-def _gitignore(root: Path):
-    """The root's .gitignore as a matcher (None when there is none or it cannot be read)."""
-    import pathspec
+class GitIgnores:
+    """The .gitignore files of a folder tree, applied as git does: each file's patterns relative
+    to its own folder, and the deepest file with a matching pattern decides (so a subfolder's `!`
+    re-includes what a file above ignored). Folders are read as they are first asked about."""
 
-    try:
-        lines = (root / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._specs: dict[str, object | None] = {}  # folder relative to root ("" for root) -> its spec
+
+    def _spec(self, folder: str):
+        if folder not in self._specs:
+            import pathspec
+
+            try:
+                text = (self.root / folder / ".gitignore").read_text(encoding="utf-8", errors="replace")
+                self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+            except OSError:
+                self._specs[folder] = None
+        return self._specs[folder]
+
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether git ignores `rel` (posix, relative to the root), its parent folders aside."""
+        parts = rel.split("/")
+        for depth in range(len(parts) - 1, -1, -1):  # the deepest .gitignore first
+            folder = "/".join(parts[:depth])
+            spec = self._spec(folder)
+            if spec is not None:
+                result = spec.check_file("/".join(parts[depth:]) + ("/" if is_dir else ""))
+                if result.include is not None:
+                    return bool(result.include)
+        return False
+
+
+def _skipped_folder(here: Path, name: str) -> bool:
+    """VCS folders, virtual environments, dependency and build trees: never the user's source."""
+    return name in SKIPPED_DIRS or name.startswith(".") or name.endswith(".egg-info") \
+        or (here / name / "pyvenv.cfg").exists()
+
+
+def indexable(root: Path, rel: str, excluded: Callable[[str], bool] | None = None) -> bool:
+    """Whether the walk of `root` would index the file `rel` (posix, relative to `root`), its
+    size and encoding aside: for one file that changed on disk, without walking the folder."""
+    root, gitignores = Path(root), GitIgnores(root)
+    parts = rel.split("/")
+    if not parts[-1] or ".." in parts:
+        return False
+    for depth in range(1, len(parts)):
+        folder, here = "/".join(parts[:depth]), root.joinpath(*parts[:depth - 1])
+        if _skipped_folder(here, parts[depth - 1]) or (here / parts[depth - 1]).is_symlink() \
+                or gitignores.ignored(folder, is_dir=True) or (excluded is not None and excluded(folder + "/")):
+            return False
+    path = root.joinpath(*parts)
+    return Path(rel).suffix.lower() in CODE_SUFFIXES and not path.is_symlink() and not gitignores.ignored(rel) \
+        and not (excluded is not None and excluded(rel))
 
 
 def read_text_file(path: Path, max_bytes: int = defaults.CONTEXT_MAX_FILE_BYTES) -> tuple[str | None, str]:
@@ -70,16 +115,16 @@ def workspace_files(root: Path, *, excluded: Callable[[str], bool] | None = None
     takes a relative path (e.g. the user's `contextExclude` and the default secrets list)."""
     stats = stats if stats is not None else WalkStats()
     root = Path(root)
-    ignore = _gitignore(root)
+    gitignores = GitIgnores(root)
     for dirpath, dirnames, filenames in os.walk(root, onerror=lambda exc: stats.skip("unreadable folder")):
         here = Path(dirpath)
         rel_dir = here.relative_to(root).as_posix()
         keep = []
         for d in sorted(dirnames):
             rel = d if rel_dir == "." else f"{rel_dir}/{d}"
-            if d in SKIPPED_DIRS or d.startswith(".") or d.endswith(".egg-info") or (here / d / "pyvenv.cfg").exists():
+            if _skipped_folder(here, d):
                 stats.skip("skipped folder")
-            elif (here / d).is_symlink() or (ignore is not None and ignore.match_file(rel + "/")) \
+            elif (here / d).is_symlink() or gitignores.ignored(rel, is_dir=True) \
                     or (excluded is not None and excluded(rel + "/")):
                 stats.skip("ignored folder")
             else:
@@ -93,7 +138,7 @@ def workspace_files(root: Path, *, excluded: Callable[[str], bool] | None = None
             if Path(name).suffix.lower() not in CODE_SUFFIXES or path.is_symlink():
                 stats.skip("not source")
                 continue
-            if (ignore is not None and ignore.match_file(rel)) or (excluded is not None and excluded(rel)):
+            if gitignores.ignored(rel) or (excluded is not None and excluded(rel)):
                 stats.skip("ignored")
                 continue
             if stats.files >= max_files:
