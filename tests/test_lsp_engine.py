@@ -236,6 +236,43 @@ def test_warm_up_never_runs_beside_a_completion():
     assert new.calls and peak[0] == 1
 
 
+
+def test_a_load_waits_for_the_running_completion_and_completions_wait_for_the_load():
+    """Building a runtime sets the kernels' global thread count and lays out weights: it holds the
+    inference lock like a completion, and a request arriving meanwhile runs on the new model."""
+    generating = threading.Event()  # set while the old model generates
+
+    class Tracking(FakeCompleter):
+        def complete(self, *args, **kwargs):
+            generating.set()
+            try:
+                return super().complete(*args, **kwargs)
+            finally:
+                generating.clear()
+
+    old, new = Tracking(tokens=30, step_seconds=0.01), FakeCompleter("new model")
+    seen, during = [], []
+
+    def loader(src):
+        if src == "old":
+            return old
+        seen.append(generating.is_set())
+        during.append(engine.submit(request("y = ", document="file:///during.py")))
+        time.sleep(0.1)  # reading the weights
+        seen.append(generating.is_set())
+        return new
+
+    engine = Engine(loader=loader)
+    assert engine.load("old").result(10) == "fake"
+    old.started.clear()
+    running = engine.submit(request("x = "))
+    assert old.started.wait(5)
+    assert engine.load("new").result(10) == "fake"
+    assert running.result(10).text == "return value"
+    assert seen == [False, False], "the load ran while the old model generated"
+    assert during[0].result(10).text == "new model"  # not the old model, after the new one's load
+
+
 # -- loading ----------------------------------------------------------------------------------------
 def test_missing_default_model_explains_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("XTC_HOME", str(tmp_path / "home"))
