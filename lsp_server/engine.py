@@ -169,7 +169,9 @@ class Suggestion:
     line: int = 0
     character: int = 0  # the cursor as used, clamped, in the request's encoding units
     word: str = ""  # the identifier characters just before the cursor
-    source: str = "none"  # "model", "cache", or why it is empty: "stale", "not-ready", "position", ...
+    # "model", "cache", or why it is empty: "stale", "not-ready", "position", ..., and from the server
+    # "outdated" (the document's version moved on before the answer) or "unknown-document"
+    source: str = "none"
     seconds: float = 0.0
     completion: Any = None  # xtc.infer.complete.Completion when the model ran
     replace_units: int = 0  # units after the cursor the text replaces (closing brackets it rewrites)
