@@ -396,6 +396,7 @@ class Engine:
 
     def close(self) -> None:
         """Answer everything pending empty and stop the worker."""
+        # No lock needed: `submit` puts its job in `_latest` before reading `_closed`: answered here, or it sees closed.
         self._closed = True
         with self._lock:
             jobs = list(self._latest.values())

@@ -136,7 +136,7 @@ class XtcServer(LanguageServer):
             log.debug("%s: %d prompt tokens (%d reused), %d new, %.0f ms", channel, c.prompt_tokens, c.reused_tokens,
                       c.new_tokens, c.seconds * 1000)
         if self.workspace.text_documents.get(unquote(uri)) is not document or document.version != version:
-            # The editor changed (or closed and reopened) the document meanwhile: the text would land in the wrong place.
+            # The editor changed (or closed and reopened) the document meanwhile: the text would land elsewhere.
             return replace(suggestion, text="", replace_units=0, source="outdated")
         return suggestion
 
