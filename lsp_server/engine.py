@@ -6,9 +6,9 @@ answer comes back as a `concurrent.futures.Future`. Around that one call it keep
 responsive:
 
 - one inference at a time, and a model load (its warm-up included) counts as one: it waits for
-  the running completion and the requests behind it wait for the load; a newer request on the same stream
-  (document and feature) makes the older ones stale: they are answered empty at once and their
-  generation stops between tokens;
+  the running completion and the requests behind it wait for the load;
+- a newer request on the same stream (document and feature) makes the older ones stale: they are
+  answered empty at once and their generation stops between tokens;
 - cancelling a request's future stops its generation too (`should_stop`);
 - an optional debounce: a request waits `debounce_ms` before it starts, so a burst of typing
   costs one inference;
