@@ -5,9 +5,10 @@ document, the text around it goes to `xtc.infer.complete.Completer` on one worke
 answer comes back as a `concurrent.futures.Future`. Around that one call it keeps an editor
 responsive:
 
-- one inference at a time (a new model's warm-up included); a newer request on the same stream
-  (document and feature) makes the older ones stale: they are answered empty at once and their
-  generation stops between tokens;
+- one inference at a time, and a model load (its warm-up included) counts as one: it waits for
+  the running completion and the requests behind it wait for the load;
+- a newer request on the same stream (document and feature) makes the older ones stale: they are
+  answered empty at once and their generation stops between tokens;
 - cancelling a request's future stops its generation too (`should_stop`);
 - an optional debounce: a request waits `debounce_ms` before it starts, so a burst of typing
   costs one inference;
@@ -168,7 +169,9 @@ class Suggestion:
     line: int = 0
     character: int = 0  # the cursor as used, clamped, in the request's encoding units
     word: str = ""  # the identifier characters just before the cursor
-    source: str = "none"  # "model", "cache", or why it is empty: "stale", "not-ready", "position", ...
+    # "model", "cache", or why it is empty: "stale", "not-ready", "position", ..., and from the server
+    # "outdated" (the document's version moved on before the answer) or "unknown-document"
+    source: str = "none"
     seconds: float = 0.0
     completion: Any = None  # xtc.infer.complete.Completion when the model ran
     replace_units: int = 0  # units after the cursor the text replaces (closing brackets it rewrites)
@@ -259,9 +262,10 @@ class Engine:
         self.error: str | None = None
         self.loaded_src: str | None = None
         self._load_generation = 0
-        self._load_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._inference = threading.Lock()  # held by every model call: completions and warm-ups
+        # Held by every completion and every load: building a runtime sets the kernels' global thread
+        # count and lays out weights, never beside a generation (one load at a time, too).
+        self._inference = threading.Lock()
         self._latest: dict[Hashable, Job] = {}
         self._shown: deque[_Shown] = deque(maxlen=cache_size)
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -278,8 +282,9 @@ class Engine:
 
     # -- model ----------------------------------------------------------------------------------
     def load(self, src: str | None = None) -> Future:
-        """Load SRC (default: `settings.model`) on a background thread; the old model serves until
-        then. The future gives the model's name, None when a newer load superseded this one (even
+        """Load SRC (default: `settings.model`) on a background thread, once the running completion
+        ends; requests arriving meanwhile wait for it, then run on the new model (on the old one
+        if this load fails). The future gives the model's name, None when a newer load superseded this one (even
         if this one failed), or raises `LoadError` whose message tells the user what to do."""
         src = self.settings.model if src is None else src
         with self._lock:
@@ -291,15 +296,14 @@ class Engine:
         return future
 
     def _load(self, src: str, generation: int, future: Future) -> None:
-        with self._load_lock:  # one load at a time
+        with self._inference:
             if generation != self._load_generation:
                 future.set_result(None)
                 return
             started = time.perf_counter()
             try:
                 completer = self.loader(src)
-                with self._inference:  # warm up, never beside a completion (one thread team at a time)
-                    completer.complete("def main():\n    return", max_new_tokens=2)
+                completer.complete("def main():\n    return", max_new_tokens=2)  # warm up
             except Exception as exc:
                 from xtc.core.errors import XtcError
 
@@ -392,6 +396,7 @@ class Engine:
 
     def close(self) -> None:
         """Answer everything pending empty and stop the worker."""
+        # No lock needed: `submit` puts its job in `_latest` before reading `_closed`: answered here, or it sees closed.
         self._closed = True
         with self._lock:
             jobs = list(self._latest.values())
@@ -417,7 +422,13 @@ class Engine:
                 del self._latest[key]
 
     def _run(self, job: Job) -> None:
+        with self._inference:  # the model is read under the lock: a load that ran meanwhile has replaced it
+            self._generate(job)
+
+    def _generate(self, job: Job) -> None:
         completer = self.completer
+        if job.done():  # stale or cancelled while a load ran
+            return
         if completer is None:
             job.finish("", "not-ready")
             return
@@ -427,13 +438,12 @@ class Engine:
         s = job.settings
         max_new_tokens = min(s.max_new_tokens, completer.rt.max_context // 2)  # leave room for the prompt
         context = self.sources.context(job.request.document, job.before)
-        with self._inference:
-            result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
-                                        context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done,
-                                        filename=file_name(job.request.document), language=job.request.language,
-                                        context=context, min_mean_logprob=min_mean_logprob())
+        result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
+                                    context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done,
+                                    filename=file_name(job.request.document), language=job.request.language,
+                                    context=context, min_mean_logprob=min_mean_logprob())
         text = "" if result.cancelled or not result.text.strip() else result.text
-        if text and completer is self.completer:
+        if text:
             with self._lock:
                 self._shown.append(_Shown(job.request.document, job.before, job.after, text, job.multiline))
         replaced = _EOL.split(job.after, maxsplit=1)[0][:result.replace] if text else ""

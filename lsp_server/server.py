@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -126,6 +127,7 @@ class XtcServer(LanguageServer):
         document = self.workspace.text_documents.get(unquote(uri))
         if document is None:  # never opened: nothing to complete
             return Suggestion(source="unknown-document")
+        version = document.version  # pygls edits the document in place: keep the number, not the object
         request = Request(uri, document.source, position.line, position.character, invoked, channel,
                           str(self.workspace.position_encoding or "utf-16"), document.language_id or "")
         suggestion = await asyncio.wrap_future(self.engine.submit(request))  # cancelling stops generation
@@ -133,6 +135,9 @@ class XtcServer(LanguageServer):
             c = suggestion.completion
             log.debug("%s: %d prompt tokens (%d reused), %d new, %.0f ms", channel, c.prompt_tokens, c.reused_tokens,
                       c.new_tokens, c.seconds * 1000)
+        if self.workspace.text_documents.get(unquote(uri)) is not document or document.version != version:
+            # The editor changed (or closed and reopened) the document meanwhile: the text would land elsewhere.
+            return replace(suggestion, text="", replace_units=0, source="outdated")
         return suggestion
 
 

@@ -236,6 +236,85 @@ def test_warm_up_never_runs_beside_a_completion():
     assert new.calls and peak[0] == 1
 
 
+
+def test_a_load_waits_for_the_running_completion_and_completions_wait_for_the_load():
+    """Building a runtime sets the kernels' global thread count and lays out weights: it holds the
+    inference lock like a completion, and a request arriving meanwhile runs on the new model."""
+    generating = threading.Event()  # set while the old model generates
+
+    class Tracking(FakeCompleter):
+        def complete(self, *args, **kwargs):
+            generating.set()
+            try:
+                return super().complete(*args, **kwargs)
+            finally:
+                generating.clear()
+
+    old, new = Tracking(tokens=30, step_seconds=0.01), FakeCompleter("new model")
+    seen, during = [], []
+
+    def loader(src):
+        if src == "old":
+            return old
+        seen.append(generating.is_set())
+        during.append(engine.submit(request("y = ", document="file:///during.py")))
+        time.sleep(0.1)  # reading the weights
+        seen.append(generating.is_set())
+        return new
+
+    engine = Engine(loader=loader)
+    assert engine.load("old").result(10) == "fake"
+    old.started.clear()
+    running = engine.submit(request("x = "))
+    assert old.started.wait(5)
+    assert engine.load("new").result(10) == "fake"
+    assert running.result(10).text == "return value"
+    assert seen == [False, False], "the load ran while the old model generated"
+    assert during[0].result(10).text == "new model"  # not the old model, after the new one's load
+
+
+
+@pytest.mark.parametrize("debounce_ms", [0, 1])
+def test_requests_racing_close_are_all_answered(debounce_ms):
+    """Shutdown never leaves a request unanswered, however it interleaves with `close`: requests
+    from several threads (and debounce timers firing) around it, many times, with frequent thread
+    switches. (Passed before any change; it fails if `close` sets `_closed` after emptying `_latest`.)"""
+    # No hang: submit puts a job in _latest before reading _closed, close sets _closed before answering all of _latest.
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round in range(60):
+            fake = FakeCompleter(tokens=3, step_seconds=0.001)
+            engine = ready(fake, debounce_ms=debounce_ms)
+            futures, go, stop = [], threading.Barrier(4), threading.Event()
+
+            def typing(doc):
+                go.wait()
+                i = 0
+                while not stop.is_set():  # on until after `close` has returned
+                    i += 1
+                    futures.append(engine.submit(request("x = " + "y" * (i % 50), document=f"file:///{doc}.py",
+                                                         channel=str(i % 2))))
+
+            threads = [threading.Thread(target=typing, args=(n,)) for n in range(3)]
+            for thread in threads:
+                thread.start()
+            go.wait()
+            time.sleep(0.0005 * (round % 5))  # close at a different point of the burst each round
+            engine.close()
+            time.sleep(0.002)
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+            for future in futures:
+                assert future.result(5).source in ("model", "cache", "stale", "closed")
+            assert not engine._latest
+    finally:
+        sys.setswitchinterval(interval)
+
+
 # -- loading ----------------------------------------------------------------------------------------
 def test_missing_default_model_explains_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("XTC_HOME", str(tmp_path / "home"))
