@@ -66,6 +66,7 @@ CASES = {
     "quant section not an object": ("llama", _config(lambda c: c["xtc"].update(quant=[1])), "`xtc.quant`"),
     "quant entry malformed": ("llama", _config(lambda c: c["xtc"]["quant"].update({"model.layers.0.mlp.up_proj": {"levels": 999}})),
                               "model.layers.0.mlp.up_proj"),
+    "act_bits not a bit width": ("llama", _config(lambda c: c["xtc"].update(act_bits="8")), "`xtc.act_bits`"),
     "layer count not a number": ("llama", _config(lambda c: c.update(num_hidden_layers="two")), "num_hidden_layers"),
     "zero heads": ("llama", _config(lambda c: c.update(num_attention_heads=0)), "num_attention_heads"),
     "more layers than tensors": ("llama", _config(lambda c: c.update(num_hidden_layers=5)), "missing tensor"),
