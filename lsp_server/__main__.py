@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
             protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
             os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
             sys.stdout = sys.stderr
-            server.start_io(sys.stdin.buffer, protocol_out)
+            from lsp_server.framing import ResyncingInput
+
+            server.start_io(ResyncingInput(sys.stdin.buffer), protocol_out)
     except SystemExit:  # pygls' `exit` handler
         pass
     # Nothing to save: skip the interpreter's teardown of torch (seconds) so that editors see the

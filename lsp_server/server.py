@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
@@ -32,7 +32,20 @@ def kernels_line(completer: Any) -> str:
 
 class XtcProtocol(LanguageServerProtocol):
     """pygls logs a request it cannot read (e.g. a negative position) and never answers it; the
-    client would wait forever. Answer it with the JSON-RPC error instead."""
+    client would wait forever. Answer it with the JSON-RPC error instead. A second `initialize`
+    is refused: pygls would make a new, empty workspace and the settings would go back to the
+    defaults (another model) under the open documents."""
+
+    initialized_once = False
+
+    def _handle_request(self, msg_id, method_name: str, params: Any):
+        if method_name == types.INITIALIZE:
+            if self.initialized_once:
+                error = JsonRpcInvalidRequest("initialize was sent already: one per session")
+                self._send_response(msg_id, error=error.to_response_error())
+                return
+            self.initialized_once = True
+        super()._handle_request(msg_id, method_name, params)
 
     def structure_message(self, data: dict[str, Any]):
         try:
@@ -176,7 +189,8 @@ def create_server() -> XtcServer:
     # The workspace context's sources (pygls keeps the documents; these handlers run after its own).
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: XtcServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.engine.sources.open(params.text_document.uri, params.text_document.text)
+        document = ls.workspace.text_documents.get(unquote(params.text_document.uri))
+        ls.engine.sources.open(params.text_document.uri, params.text_document.text if document is None else document.source)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: XtcServer, params: types.DidChangeTextDocumentParams) -> None:

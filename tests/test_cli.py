@@ -215,6 +215,28 @@ def test_bad_flags(capsys, argv):
     assert code == 2
 
 
+COMPRESS = ["compress", "--teacher", "x", "--method", "quant", "--data", ".", "--out", "o"]
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    *[(flag, value) for flag in ("--lr", "--block-lr", "--temperature", "--time-budget", "--target-mb")
+      for value in ("nan", "inf", "-inf", "1e999", "0", "-1")],
+    *[(flag, value) for flag in ("--hidden-weight", "--attn-weight") for value in ("nan", "inf", "-1", "-0.5")],
+    ("--e2e-steps", "-5"), ("--e2e-steps", "0"), ("--seq-len", "nan"), ("--quant-warmup", "nan"),
+])
+def test_number_flags_refuse_non_finite_and_out_of_range_values(capsys, flag, value):
+    code, _, err = run(capsys, *COMPRESS, f"{flag}={value}")
+    assert_one_line_error(code, err, flag)
+    assert code == 2
+
+
+def test_loss_weights_take_zero_and_positive_values():
+    from xtc.cli import build_parser
+
+    args = build_parser().parse_args([*COMPRESS, "--hidden-weight", "0", "--attn-weight", "2.5"])
+    assert (args.hidden_weight, args.attn_weight) == (0.0, 2.5)
+
+
 def test_missing_data_directory(capsys, tiny_dirs, tmp_path):
     code, _, err = run(capsys, "compress", "--teacher", str(tiny_dirs["gpt2"]), "--method", "layer",
                        "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,10 +24,21 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        if not value > 0 or not math.isfinite(value):  # nan and inf pass `<= 0` checks
+            raise argparse.ArgumentTypeError(f"must be a positive finite number: {text!r}")
         return value
     return parse
+
+
+def _weight(text: str) -> float:
+    """A loss weight: 0 turns the term off; nan or inf would poison the loss."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -126,8 +138,8 @@ def build_parser() -> Parser:
     p.add_argument("--embed-group", type=_positive(int), help="embedding scale and min per group of this many "
                    f"(default: per row at 8 bits, {defaults.EMBED_GROUP} at 4 bits)")
     p.add_argument("--temperature", type=_positive(float), default=defaults.TEMPERATURE)
-    p.add_argument("--hidden-weight", type=float, default=defaults.HIDDEN_WEIGHT, help="xtc recipe")
-    p.add_argument("--attn-weight", type=float, default=defaults.ATTN_WEIGHT,
+    p.add_argument("--hidden-weight", type=_weight, default=defaults.HIDDEN_WEIGHT, help="xtc recipe")
+    p.add_argument("--attn-weight", type=_weight, default=defaults.ATTN_WEIGHT,
                    help="xtc recipe: attention-map MSE weight (needs eager attention)")
     p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="xtc recipe: corpus size cap")
     _decontaminate_flag(p)

@@ -130,6 +130,18 @@ def xtc_section(config: dict, where: object = "model") -> dict:
         raise XtcError(f"{where}: unknown packed format version {version!r} (this xtc reads v1..v{FORMAT_VERSION})")
     if version > FORMAT_VERSION:
         raise XtcError(f"{where}: packed format v{version} is newer than this xtc (v{FORMAT_VERSION}); update xtc")
+    quant = section.get("quant")
+    if quant is not None and not isinstance(quant, dict):
+        raise XtcError(f"{where}: `xtc.quant` of {CONFIG} is not an object")
+    for name, obj in (quant or {}).items():  # read_quant turns each into a Quantizer
+        try:
+            Quantizer.from_json(obj)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise XtcError(f"{where}: `xtc.quant` entry {name!r} of {CONFIG} is not {{\"levels\": 2..256, "
+                           f"\"group\": a positive number or null}}: {obj!r}") from None
+    act_bits = section.get("act_bits")
+    if act_bits is not None and (not isinstance(act_bits, int) or isinstance(act_bits, bool) or not 2 <= act_bits <= 8):
+        raise XtcError(f"{where}: `xtc.act_bits` of {CONFIG} is {act_bits!r}, not 2..8 or null")
     return section
 
 
@@ -166,6 +178,8 @@ class Quantizer:
     def __post_init__(self) -> None:
         if not 2 <= self.levels <= 256:
             raise ValueError(f"levels must be in 2..256, not {self.levels}")
+        if self.group is not None and self.group < 1:
+            raise ValueError(f"group must be positive or None, not {self.group}")
 
     @property
     def bits(self) -> int:

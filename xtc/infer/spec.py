@@ -44,18 +44,37 @@ class Sizes:
     positions: int
 
 
+def _whole(config: dict, key: str, default: int | None = None) -> int:
+    """A size from the config: a positive whole number (a string or a zero here would surface as a
+    TypeError, or as a wrong-sized buffer the kernels read past)."""
+    value = config.get(key)
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise Unsupported(f"config.json: {key} is {value!r}, not a positive whole number")
+    return value
+
+
+def _eps(config: dict, key: str, default: float) -> float:
+    value = config.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        raise Unsupported(f"config.json: {key} is {value!r}, not a small non-negative number")
+    return float(value)
+
+
 def _sizes(layout: format.Layout, config: dict, max_context: int) -> Sizes:
     if layout.name == "llama":
-        d, n_heads = config["hidden_size"], config["num_attention_heads"]
-        return Sizes(d, n_heads, config.get("num_key_value_heads") or n_heads, config.get("head_dim") or d // n_heads,
-                     config["intermediate_size"], config.get("rms_norm_eps", 1e-6),
-                     config.get("max_position_embeddings") or max_context)
+        d, n_heads = _whole(config, "hidden_size"), _whole(config, "num_attention_heads")
+        return Sizes(d, n_heads, _whole(config, "num_key_value_heads", n_heads),
+                     _whole(config, "head_dim", max(1, d // n_heads)), _whole(config, "intermediate_size"),
+                     _eps(config, "rms_norm_eps", 1e-6), _whole(config, "max_position_embeddings", max_context))
     if config.get("scale_attn_by_inverse_layer_idx") or config.get("add_cross_attention"):
         raise Unsupported("GPT-2 variant")
-    d, n_heads = config["n_embd"], config["n_head"]
-    return Sizes(d, n_heads, n_heads, d // n_heads, config.get("n_inner") or 4 * d,
-                 config.get("layer_norm_epsilon", 1e-5),
-                 config.get("n_positions") or config.get("max_position_embeddings") or max_context)
+    d, n_heads = _whole(config, "n_embd"), _whole(config, "n_head")
+    return Sizes(d, n_heads, n_heads, max(1, d // n_heads), _whole(config, "n_inner", 4 * d),
+                 _eps(config, "layer_norm_epsilon", 1e-5),
+                 _whole(config, "n_positions") if config.get("n_positions") is not None
+                 else _whole(config, "max_position_embeddings", max_context))
 
 
 def _activation_name(config: dict) -> str:
@@ -109,7 +128,7 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
         packed = tensor(format.packed_name(name))
         width = cols if q.bits == 8 else -(-cols * (2 if q.bits == 3 else q.bits) // 8)
         if packed.ndim != 2 or packed.shape[1] != width or (rows is not None and packed.shape[0] != rows):
-            raise Unsupported(f"{name}: packed shape {packed.shape}")
+            raise Unsupported(f"{name}: packed shape {packed.shape}, expected ({rows or 'rows'}, {width})")
         if v1:
             codes, scale, mins = format.v1_affine(packed, tensor(format.scale_name(name)), q.bits, cols)
         else:
@@ -122,8 +141,15 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
             raise Unsupported(f"{name}: scale shape {scale.shape} for {q}")
         return codes, scale, mins
 
+    def vector(name: str, length: int) -> np.ndarray:
+        """A norm's or a bias's vector: the kernels read `length` floats from it unchecked."""
+        v = tensor(name)
+        if v.shape != (length,):
+            raise Unsupported(f"{name}: shape {v.shape}, expected ({length},)")
+        return v
+
     def linear(name: str, rows: int, cols: int):
-        bias = tensor(f"{name}.bias").astype(np.float32) if f"{name}.bias" in tensors else None
+        bias = vector(f"{name}.bias", rows).astype(np.float32) if f"{name}.bias" in tensors else None
         if name in quant:
             q = quant[name]
             codes, scale, mins = affine(name, q, rows, cols)
@@ -135,22 +161,25 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
             raise Unsupported(f"{name}: shape {w.shape}")
         return DenseLinear(w, bias)
 
-    def table(name: str) -> Table:
+    def table(name: str, rows: int | None) -> Table:
         if name in quant:
             q = quant[name]
-            codes, scale, mins = affine(name, q, None, d)
+            codes, scale, mins = affine(name, q, rows, d)
             return Table.quantized(codes, q.bits, scale, mins)
-        return Table(tensor(f"{name}.weight"))
+        w = tensor(f"{name}.weight")
+        if w.ndim != 2 or w.shape[1] != d or (rows is not None and w.shape[0] != rows):
+            raise Unsupported(f"{name}: shape {w.shape}")
+        return Table(w)
 
     def norm(name: str) -> Norm:
-        bias = None if layout.rms_norm else tensor(f"{name}.bias")
-        return Norm(as_f32(tensor(f"{name}.weight")), None if bias is None else as_f32(bias), float(s.eps),
+        bias = None if layout.rms_norm else vector(f"{name}.bias", d)
+        return Norm(as_f32(vector(f"{name}.weight", d)), None if bias is None else as_f32(bias), float(s.eps),
                     layout.rms_norm)
 
     H, KV, hd, f = s.n_heads, s.n_kv_heads, s.head_dim, s.inner
     qkv_rows = [(H + 2 * KV) * hd] if len(layout.attention_in) == 1 else [H * hd, KV * hd, KV * hd]
     blocks = []
-    for i in range(config[layout.num_layers_key]):
+    for i in range(_whole(config, layout.num_layers_key)):
         p = layout.layer(i)
         blocks.append(Block(
             norm(f"{p}.{layout.norms[0]}"), norm(f"{p}.{layout.norms[1]}"),
@@ -158,19 +187,22 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
             linear(f"{p}.{layout.attention_out}", d, H * hd),
             fuse([linear(f"{p}.{n}", f, d) for n in layout.mlp_in]),
             linear(f"{p}.{layout.mlp_out}", d, f)))
-    embed = table(layout.embeddings[0])
+    vocab = _whole(config, "vocab_size") if "vocab_size" in config else None  # token ids index the table unchecked
+    embed = table(layout.embeddings[0], vocab)
     pos_embed, rope_cs = None, None
     if layout.rotary is not None:
         length = min(max_context, s.positions)
         rope_cs = rope(length, hd) if rope is not None else rope_tables(config, length, hd)
     else:
-        pos_embed = table(layout.embeddings[1])
+        pos_embed = table(layout.embeddings[1], None)
+        if pos_embed.rows < s.positions:  # looked up by position, up to s.positions
+            raise Unsupported(f"{layout.embeddings[1]}: {pos_embed.rows} positions, the config says {s.positions}")
     head = embed
     untied_table = f"{layout.head}.{format.HEAD_TABLE}"
     if untied_table in quant:
-        head = table(untied_table)
+        head = table(untied_table, embed.rows)
     elif f"{layout.head}.weight" in tensors:
-        head = table(layout.head)
+        head = table(layout.head, embed.rows)
     elif not config.get("tie_word_embeddings", True):
         raise Unsupported("untied head without weights")
     return Spec(arch=layout.name, n_heads=H, n_kv_heads=KV, head_dim=hd, activation=_activation_name(config),
