@@ -53,8 +53,8 @@ async def send_raw(session, body: bytes, msg_id: int | str | None = None) -> Fut
     future = None
     if msg_id is not None:
         future = Future()
-        session.client.protocol._request_futures[msg_id] = future  # pygls hands the response to it
-    written = session.client.protocol.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        session.protocol._request_futures[msg_id] = future  # pygls hands the response to it
+    written = session.protocol.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
     if inspect.isawaitable(written):
         await written
     return future
@@ -82,7 +82,7 @@ async def test_a_broken_model_answers_empty_says_so_once_and_a_good_one_then_ser
             session.configure({"settings": {"xtc": {"model": str(broken[name])}}})
             assert (await session.wait_status(load))["state"] == "error"
             assert await asyncio.wait_for(session.inline(uri, end_of(TEXT)), 10) == []
-        shown = [m for m in session.client.messages if m.type == t.MessageType.Error]
+        shown = [m for m in session.messages if m.type == t.MessageType.Error]
         assert len(shown) == 3, shown  # one per broken load
         assert all("\n" not in m.message and "Traceback" not in m.message for m in shown), shown
         session.configure({"settings": {"xtc": {"model": str(models.gpt2)}}})
@@ -92,7 +92,7 @@ async def test_a_broken_model_answers_empty_says_so_once_and_a_good_one_then_ser
 
 async def test_a_broken_model_switch_keeps_the_working_model_serving(server):
     broken = broken_copies()["weights-truncated"]
-    load = len({s["load"] for s in server.statuses()}) + 1
+    load = len({s["load"] for s in server.statuses_of()}) + 1
     server.configure({"settings": {"xtc": {"model": str(broken)}}})
     try:
         assert (await server.wait_status(load))["state"] == "error"
@@ -202,13 +202,13 @@ async def test_a_second_initialize_is_refused_and_the_session_goes_on(server):
     with pytest.raises(JsonRpcException, match="initialize"):
         await asyncio.wait_for(asyncio.wrap_future(answer), 10)
     assert await asyncio.wait_for(server.inline(uri, end_of(TEXT)), 10)  # same documents, same model
-    assert server.statuses()[-1]["state"] == "ready"
+    assert server.statuses_of()[-1]["state"] == "ready"
 
 
 @pytest.mark.parametrize("miscount", [+7, -7])
 async def test_a_miscounted_content_length_costs_a_message_not_the_session(server, miscount):
     body = json.dumps({"jsonrpc": "2.0", "method": "xtc/noSuchThing", "params": {"text": "\u00e9t\u00e9"}}).encode()
-    written = server.client.protocol.writer.write(b"Content-Length: %d\r\n\r\n" % (len(body) + miscount) + body)
+    written = server.protocol.writer.write(b"Content-Length: %d\r\n\r\n" % (len(body) + miscount) + body)
     if inspect.isawaitable(written):
         await written
     await send_raw(server, b'{"jsonrpc": "2.0", "method": "xtc/sacrificed", "params": {}}')  # may be lost with it
@@ -219,7 +219,7 @@ async def test_a_miscounted_content_length_costs_a_message_not_the_session(serve
 
 async def test_a_storm_of_200_completions_is_all_answered_or_cancelled(server):
     uri = server.open("file:///storm.py", TEXT)
-    protocol = server.client.protocol
+    protocol = server.protocol
     pending = []
     for i in range(200):
         params = t.CompletionParams(t.TextDocumentIdentifier(uri), end_of(TEXT),
@@ -227,7 +227,7 @@ async def test_a_storm_of_200_completions_is_all_answered_or_cancelled(server):
         pending.append(asyncio.ensure_future(protocol.send_request_async(t.TEXT_DOCUMENT_COMPLETION, params,
                                                                          msg_id=f"storm-{i}")))
         if i % 10 == 5:  # an editor cancels some as the user types on
-            server.client.cancel_request(t.CancelParams(id=f"storm-{i}"))
+            server.cancel_request(t.CancelParams(id=f"storm-{i}"))
     results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 120)
     errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, JsonRpcRequestCancelled)]
     assert not errors, errors[:3]
