@@ -299,7 +299,8 @@ class Engine:
             try:
                 completer = self.loader(src)
                 with self._inference:  # warm up, never beside a completion (one thread team at a time)
-                    completer.complete("def main():\n    return", max_new_tokens=2)
+                    # One new token: with the healed `return` that is a prefill and a step, both paths.
+                    completer.complete("def main():\n    return", max_new_tokens=1)
             except Exception as exc:
                 from xtc.core.errors import XtcError
 
