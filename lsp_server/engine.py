@@ -303,7 +303,8 @@ class Engine:
             started = time.perf_counter()
             try:
                 completer = self.loader(src)
-                completer.complete("def main():\n    return", max_new_tokens=2)  # warm up
+                # Warm up: one new token, with the healed `return` a prefill and a step (both paths).
+                completer.complete("def main():\n    return", max_new_tokens=1)
             except Exception as exc:
                 from xtc.core.errors import XtcError
 

@@ -555,3 +555,21 @@ def test_a_request_after_a_failed_load_retries_it_so_installing_needs_no_restart
     while not engine.ready and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.complete(request("def f():\n    "), timeout=10).text == "return 1"
+
+
+def test_warm_up_is_one_prefill_and_one_step():
+    """A new model's warm-up runs both paths of the model (so a broken one fails its load, and the
+    first suggestion finds them warm) and nothing more: it delays the model's readiness."""
+    calls = []
+
+    def counting_loader(src):
+        completer = load_completer(src)
+        rt = completer.rt
+        prefill, step = rt.prefill, rt.step
+        rt.prefill = lambda ids: calls.append("prefill") or prefill(ids)
+        rt.step = lambda token: calls.append("step") or step(token)
+        return completer
+
+    engine = Engine(Settings(model=str(tiny_models().gpt2)), loader=counting_loader)
+    assert engine.load().result(60) == "gpt2"
+    assert calls == ["prefill", "step"]

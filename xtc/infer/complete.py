@@ -50,6 +50,7 @@ _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte pie
 FIM_TOKENS = (("<fim_prefix>", "<fim_suffix>", "<fim_middle>"), ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
               ("<PRE>", "<SUF>", "<MID>"), ("▁<PRE>", "▁<SUF>", "▁<MID>"))
 FIM_STOPS = ("<fim_pad>", "<|fim_pad|>", "<file_sep>", "<|file_sep|>", "<EOT>", "▁<EOT>", "<|endoftext|>")
+NOT_A_BYTE = 0xFFFF  # a character latin-1 cannot encode (a Unicode noncharacter)
 FIM_SUFFIX_SHARE = 4  # the text after the cursor gets up to a quarter of the prompt (Continue gives 20%)
 
 
@@ -86,6 +87,15 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(keep, map(chr, chars)))
 
 
+def _byte_level_table() -> dict[int, int]:
+    """A `str.translate` table from byte-level BPE characters to the bytes they stand for (as code
+    points below 256); any other character below 256 goes to one above, so that encoding a piece
+    as latin-1 fails exactly when the piece is not all byte-level characters."""
+    table = dict.fromkeys(range(256), NOT_A_BYTE)
+    table.update((ord(c), b) for b, c in _bytes_to_unicode().items())
+    return table
+
+
 def _token_texts(tokenizer) -> tuple[list[str], list[bytes], set[int]]:
     """The text and the bytes of every vocabulary entry, and the ids of special tokens (empty).
     A byte-level BPE piece (GPT-2, SmolLM2) or a byte-fallback piece (`<0xE4>`) may be part of a
@@ -94,27 +104,27 @@ def _token_texts(tokenizer) -> tuple[list[str], list[bytes], set[int]]:
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     special |= {i for i in getattr(tokenizer, "added_tokens_decoder", {}) if tokenizer.added_tokens_decoder[i].special}
     pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    alphabet = _bytes_to_unicode()
-    byte_of = {c: b for b, c in alphabet.items()}
-    byte_level = alphabet[ord(" ")] in pieces  # "Ġ": every byte-level vocabulary has all 256 bytes
-    texts, data = [], []
-    for i, piece in enumerate(pieces):
-        if i in special or piece is None:
-            texts.append("")
-            data.append(b"")
+    byte_level = _bytes_to_unicode()[ord(" ")] in pieces  # "Ġ": every byte-level vocabulary has all 256 bytes
+    table = _byte_level_table()
+    texts, data = [""] * vocab_size, [b""] * vocab_size
+    for i, piece in enumerate(pieces):  # once per start: kept to cheap string methods (C loops)
+        if piece is None or i in special:
             continue
-        fallback = None if byte_level else _BYTE_FALLBACK.fullmatch(piece)
-        if byte_level and all(c in byte_of for c in piece):
-            raw = bytes(byte_of[c] for c in piece)
-        elif fallback:
-            raw = bytes([int(fallback.group(1), 16)])
+        raw = None
+        if byte_level:
+            try:
+                raw = piece.translate(table).encode("latin-1")
+            except UnicodeEncodeError:  # not all byte-level characters
+                pass
         else:
+            fallback = _BYTE_FALLBACK.fullmatch(piece)
+            if fallback:
+                raw = bytes([int(fallback.group(1), 16)])
+        if raw is None:
             text = decode_exact(tokenizer, [i])
-            texts.append(text)
-            data.append(text.encode("utf-8"))
-            continue
-        texts.append(raw.decode("utf-8", errors="ignore"))
-        data.append(raw)
+            texts[i], data[i] = text, text.encode("utf-8")
+        else:
+            texts[i], data[i] = raw.decode("utf-8", errors="ignore"), raw
     return texts, data, special
 
 
@@ -132,20 +142,20 @@ class Completer:
         for i in special - self.eos_ids:
             if i < n:
                 self.banned[i] = True
-        for i in range(len(self.texts), n):  # padded vocabulary rows
-            self.banned[i] = True
-        # Vocabulary sorted by bytes: the tokens extending a byte string are one contiguous range.
-        order = sorted((b, i) for i, b in enumerate(self.bytes[:n]) if b)
-        self.sorted_bytes = [b for b, _ in order]
-        self.sorted_ids = np.array([i for _, i in order], dtype=np.int64)
+        self.banned[len(self.texts):] = True  # padded vocabulary rows
+        # Vocabulary sorted by bytes: the tokens extending a byte string are one contiguous range
+        # (a stable sort of the ids: equal bytes stay in id order).
+        data = self.bytes[:n]
+        order = sorted(filter(data.__getitem__, range(len(data))), key=data.__getitem__)
+        self.sorted_bytes = [data[i] for i in order]
+        self.sorted_ids = np.array(order, dtype=np.int64)
         self.ids_by_bytes: dict[bytes, list[int]] = {}
-        for b, i in order:
-            self.ids_by_bytes.setdefault(b, []).append(i)
+        for i in order:
+            self.ids_by_bytes.setdefault(data[i], []).append(i)
         # Tokens that end a line before writing anything (for blank / freshly indented lines).
         self.blank_newline = np.zeros(n, dtype=bool)
-        for i, text in enumerate(self.texts[:n]):
-            if "\n" in text and not text.split("\n", 1)[0].strip():
-                self.blank_newline[i] = True
+        self.blank_newline[[i for i, text in enumerate(self.texts[:n])
+                            if "\n" in text and not text.split("\n", 1)[0].strip()]] = True
         marker = self.tokenizer(FILENAME_TOKEN, add_special_tokens=False)["input_ids"]
         self.filename_marker = len(marker) == 1 and marker[0] in special  # one special token, not its spelling
         self._headers: dict[tuple[str, str], list[int]] = {}
@@ -153,8 +163,10 @@ class Completer:
         self.fim_stops = {i for i in map(self._single_id, FIM_STOPS) if i is not None} if self.fim else set()
         self._context_ids: tuple[str, list[int]] = ("", [])
         # Tokens that start with a byte no identifier has: they end a name.
-        self.ends_name = np.array([bool(b) and not _identifier_byte(b[0]) for b in self.bytes[:n]]
-                                  + [False] * (n - len(self.bytes[:n])), dtype=bool)
+        # (An empty entry counts as "_": it ends nothing.)
+        self.ends_name = np.zeros(n, dtype=bool)
+        firsts = np.frombuffer(b"".join([b[:1] or b"_" for b in data]), dtype=np.uint8)
+        self.ends_name[:len(data)] = ~_IDENTIFIER_BYTES[firsts]
 
     def _single_id(self, token: str) -> int | None:
         ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
@@ -477,6 +489,9 @@ def _member_constraint(members: frozenset[str], line_so_far: str, completion: st
 def _identifier_byte(byte: int) -> bool:
     """Whether a byte can be part of a Python identifier (non-ASCII bytes may be)."""
     return byte >= 0x80 or chr(byte).isalnum() or byte == ord("_")
+
+
+_IDENTIFIER_BYTES = np.array([_identifier_byte(b) for b in range(256)], dtype=bool)
 
 
 def _is_name(text: str) -> bool:
