@@ -184,12 +184,22 @@ async function cleanup() {
 
 /** Open a file of the workspace with Ctrl+P; the cursor goes to its end. */
 async function openFile(name) {
-    await page.keyboard.press('Control+P');
-    await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
-    await page.keyboard.type(name);
-    await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${name}"]`, { timeout: 30000 });
-    await page.keyboard.press('Enter');
-    await page.waitForSelector(`.tab.active[aria-label*="${name}"]`, { timeout: 30000 });
+    // A busy machine sometimes drops the Enter of the quick-open list: one more try, then fail.
+    for (let attempt = 1; ; attempt++) {
+        await page.keyboard.press('Control+P');
+        await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+        await page.keyboard.type(name);
+        await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${name}"]`, { timeout: 30000 });
+        await page.keyboard.press('Enter');
+        try {
+            await page.waitForSelector(`.tab.active[aria-label*="${name}"]`, { timeout: 30000 });
+            break;
+        } catch (error) {
+            if (attempt >= 2) throw error;
+            log(`${name}: not open after Enter, trying again`);
+            await page.keyboard.press('Escape');
+        }
+    }
     await page.waitForSelector('.monaco-editor .view-lines', { timeout: 30000 });
     await page.click('.monaco-editor .view-lines');
     await page.keyboard.press('Control+End');
