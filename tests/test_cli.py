@@ -371,3 +371,17 @@ def _compress_flags() -> dict:
 
 def test_compress_flags_unchanged():
     assert _compress_flags() == COMPRESS_FLAGS  # the same flags, defaults and types, in any order
+
+
+def test_every_compress_flag_sets_the_config_field_of_its_name():
+    """A flag reaches CompressOptions or TrainConfig by its name (cmd_compress), so a renamed field must not
+    silently drop a flag: each is a field, or one of the few cmd_compress converts."""
+    from dataclasses import fields
+
+    from xtc.cli import CONVERTED_FLAGS
+    from xtc.train.distill import TrainConfig
+    from xtc.train.pipeline import CompressOptions
+
+    names = {f.name for cls in (CompressOptions, TrainConfig) for f in fields(cls)}
+    dests = {flag.lstrip("-").replace("-", "_") for flag in COMPRESS_FLAGS}
+    assert dests - names == CONVERTED_FLAGS
