@@ -155,7 +155,8 @@ def build_parser() -> Parser:
     g.add_argument("--weight-format-for", type=_format_map, default={}, metavar="MATRIX=FORMAT[,...]",
                    help="per-matrix formats, e.g. mlp.down_proj=int4,self_attn.v_proj=int4")
     g.add_argument("--act-bits", type=_act_bits, default=defaults.ACT_BITS, help="8 or none")
-    g.add_argument("--group-size", type=_positive(int), help="weight scale and min per group of inputs (default: per row)")
+    g.add_argument("--group-size", type=_positive(int),
+                   help="weight scale and min per group of inputs (default: per row)")
     g.add_argument("--embed-bits", type=int, choices=defaults.EMBED_BITS_CHOICES, default=defaults.EMBED_BITS,
                    help="bits of the embedding table")
     g.add_argument("--embed-group", type=_positive(int), help="embedding scale and min per group of this many "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from benchmarks.frontier_rows import BENCHMARK, GPU_ROWS, RECIPE, ROWS, xtc_cmd, xtc_run  # noqa: E402  (the rows: one table)
+from benchmarks.frontier_rows import BENCHMARK, GPU_ROWS, RECIPE, ROWS, xtc_cmd, xtc_run  # noqa: E402
 
 SHA_FILE = REPO / "scripts" / "gpu" / "teacher.sha256"
 STAGES = ["receive", "teacher", "compress", "eval", "report"]
