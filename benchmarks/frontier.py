@@ -17,47 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARK = ROOT / "benchmarks" / "data" / "line_completion_stdlib.jsonl"
+sys.path.insert(0, str(ROOT))
+from benchmarks.frontier_rows import BENCHMARK, CPU_ROWS, RECIPE, ROWS, VOCAB, xtc  # noqa: E402  (the rows: one table)
 
-# name -> extra `xtc compress` arguments. Embeddings 4-bit in groups of 96 for every row (what fits
-# the shipped model under 50 MB; groups of 32 cost 2.4 MB more). The 2-bit full-depth row uses weight
-# groups of 192 so that it fits the 50 MB a shipped model may take (groups of 64: 48.7 MB of weights).
-ROWS = {
-    "hybrid-binary-15L": ["--method", "hybrid", "--keep-layers", "odd", "--weight-format", "binary"],
-    "binary-30L": ["--method", "quant", "--weight-format", "binary", "--group-size", "64"],
-    "int2-30L": ["--method", "quant", "--weight-format", "int2", "--group-size", "192"],
-    "int2-23L": ["--method", "hybrid", "--keep-layers", "auto", "--student-layers", "23", "--weight-format", "int2",
-                 "--group-size", "64"],
-    "int3-30L": ["--method", "quant", "--weight-format", "int3", "--group-size", "64"],
-    "int4-30L": ["--method", "quant", "--weight-format", "int4", "--group-size", "64"],
-    "int3-22L": ["--method", "hybrid", "--keep-layers", "auto", "--student-layers", "22", "--weight-format", "int3",
-                 "--group-size", "192"],
-    # full depth in 50 MB: the teacher's vocabulary pruned to the 16,384 tokens the corpus uses most (its
-    # 4-bit table 5.9 MB in groups of 32 instead of 15.3 MB in groups of 96, its tokenizer 0.5 MB instead of
-    # 3.5), every block matrix int2, int3 or int4 by measured sensitivity
-    "mixed-30L-v16k": ["--method", "quant", "--weight-format", "int2", "--group-size", "192", "--target-mb", "49.0",
-                       "--embed-group", "32", "--quant-warmup", "0.5"],
-}
-# rows whose teacher is first pruned to the tokens the corpus uses most (`xtc prune-vocab`): name -> tokens kept
-VOCAB = {"mixed-30L-v16k": 16384}
-COMMON = ["--recipe", "blockwise", "--embed-bits", "4", "--embed-group", "96", "--steps", "auto", "--seq-len", "512",
-          "--batch-size", "4"]
-
-
-def xtc(*args: str, log: Path | None = None) -> dict:
-    """Run `xtc ... --json` and return its JSON object (stderr to `log`)."""
-    cmd = [sys.executable, "-m", "xtc", *args, "--json"]
-    with open(log or "/dev/null", "a") as err:
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(f"failed ({out.returncode}): {' '.join(cmd)}; see {log}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+# what every CPU row shares (its own flags are in frontier_rows.ROWS)
+COMMON = [*RECIPE, "--steps", "auto", "--seq-len", "512", "--batch-size", "4"]
 
 
 def measure(model: str, args, log: Path) -> dict:
@@ -177,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--benchmark", type=Path, default=BENCHMARK)
     p.add_argument("--cache-tokens", type=int, default=131072)
     p.add_argument("--cache-dir", type=Path, help="a teacher cache to share (default: OUT/cache)")
-    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    p.add_argument("--rows", nargs="+", choices=CPU_ROWS, default=CPU_ROWS)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "frontier")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -300,3 +301,87 @@ def test_train_command_without_the_train_extra_says_what_to_install(tmp_path):
     r = subprocess.run([sys.executable, "-c", blocker, "compress", "--teacher", "t", "--method", "hybrid", "--data",
                         str(tmp_path), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 1 and "pip install 'codegpt-xtc[train]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# `xtc compress`'s flags as they were before the flags were put in groups by recipe (issue 23), taken from
+# the parser of that day: flag -> (default, type, choices, nargs, required, action). The grouping may change
+# how --help reads, never a flag.
+COMPRESS_FLAGS = {
+    '--teacher': (None, None, None, None, True, '_StoreAction'),
+    '--method': (None, None, ['layer', 'quant', 'hybrid'], None, True, '_StoreAction'),
+    '--data': (None, 'Path', None, '+', True, '_StoreAction'),
+    '--out': (None, 'Path', None, None, True, '_StoreAction'),
+    '--recipe': ('blockwise', None, ['blockwise', 'xtc'], None, False, '_StoreAction'),
+    '--device': ('auto', None, ['auto', 'cpu', 'cuda'], None, False, '_StoreAction'),
+    '--steps': (200, '_steps', None, None, False, '_StoreAction'),
+    '--time-budget': (None, '_positive(float)', None, None, False, '_StoreAction'),
+    '--seq-len': (256, '_positive(int)', None, None, False, '_StoreAction'),
+    '--batch-size': (8, '_positive(int)', None, None, False, '_StoreAction'),
+    '--lr': (0.0002, '_positive(float)', None, None, False, '_StoreAction'),
+    '--keep-layers': ('odd', None, None, None, False, '_StoreAction'),
+    '--student-layers': (None, '_positive(int)', None, None, False, '_StoreAction'),
+    '--weight-bits': (None, 'int', [1, 2, 3, 4], None, False, '_StoreAction'),
+    '--weight-format': (None, None, ['binary', 'ternary', 'int2', 'int3', 'int4'], None, False, '_StoreAction'),
+    '--weight-format-for': ({}, '_format_map', None, None, False, '_StoreAction'),
+    '--target-mb': (None, '_positive(float)', None, None, False, '_StoreAction'),
+    '--act-bits': (8, '_act_bits', None, None, False, '_StoreAction'),
+    '--group-size': (None, '_positive(int)', None, None, False, '_StoreAction'),
+    '--embed-bits': (8, 'int', [4, 8], None, False, '_StoreAction'),
+    '--embed-group': (None, '_positive(int)', None, None, False, '_StoreAction'),
+    '--temperature': (1.0, '_positive(float)', None, None, False, '_StoreAction'),
+    '--hidden-weight': (1.0, '_weight', None, None, False, '_StoreAction'),
+    '--attn-weight': (0.0, '_weight', None, None, False, '_StoreAction'),
+    '--max-tokens': (5000000, '_positive(int)', None, None, False, '_StoreAction'),
+    '--decontaminate': (None, None, None, None, False, '_StoreAction'),
+    '--cache-tokens': (131072, '_positive(int)', None, None, False, '_StoreAction'),
+    '--topk': (64, '_positive(int)', None, None, False, '_StoreAction'),
+    '--cache-dir': (None, 'Path', None, None, False, '_StoreAction'),
+    '--block-inputs': ('student', None, ['student', 'teacher'], None, False, '_StoreAction'),
+    '--block-lr': (0.0001, '_positive(float)', None, None, False, '_StoreAction'),
+    '--e2e': ('scales', None, ['scales', 'all', 'none'], None, False, '_StoreAction'),
+    '--e2e-steps': (None, '_positive(int)', None, None, False, '_StoreAction'),
+    '--init': ('rtn', None, ['rtn', 'gptq'], None, False, '_StoreAction'),
+    '--quant-warmup': (0.0, '_fraction', None, None, False, '_StoreAction'),
+    '--e2e-share': (0.3, '_fraction', None, None, False, '_StoreAction'),
+    '--eval-every': (None, '_count', None, None, False, '_StoreAction'),
+    '--checkpoint-every': (None, '_count', None, None, False, '_StoreAction'),
+    '--seed': (0, 'int', None, None, False, '_StoreAction'),
+    '--resume': (False, None, None, 0, False, '_StoreTrueAction'),
+    '--keep-checkpoints': (False, None, None, 0, False, '_StoreTrueAction'),
+    '--json': (False, None, None, 0, False, '_StoreTrueAction'),
+}
+
+
+def _compress_flags() -> dict:
+    from xtc.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    def kind(t):
+        if t is None:
+            return None
+        if getattr(t, "__closure__", None):  # _positive(int) and the like
+            return f"{t.__qualname__.split('.')[0]}({t.__closure__[0].cell_contents.__name__})"
+        return t.__name__
+
+    return {a.option_strings[0]: (a.default, kind(a.type), a.choices and list(a.choices), a.nargs, a.required,
+                                  type(a).__name__)
+            for a in sub.choices["compress"]._actions if not isinstance(a, argparse._HelpAction)}
+
+
+def test_compress_flags_unchanged():
+    assert _compress_flags() == COMPRESS_FLAGS  # the same flags, defaults and types, in any order
+
+
+def test_every_compress_flag_sets_the_config_field_of_its_name():
+    """A flag reaches CompressOptions or TrainConfig by its name (cmd_compress), so a renamed field must not
+    silently drop a flag: each is a field, or one of the few cmd_compress converts."""
+    from dataclasses import fields
+
+    from xtc.cli import CONVERTED_FLAGS
+    from xtc.train.distill import TrainConfig
+    from xtc.train.pipeline import CompressOptions
+
+    names = {f.name for cls in (CompressOptions, TrainConfig) for f in fields(cls)}
+    dests = {flag.lstrip("-").replace("-", "_") for flag in COMPRESS_FLAGS}
+    assert dests - names == CONVERTED_FLAGS

@@ -26,13 +26,22 @@ def run():
 
 def test_stages_rows_and_profiles(run, tmp_path):
     a = run.parse_args(["--stage", "all", "--out-dir", str(tmp_path), "--data", str(tmp_path)])
-    assert a.stages == run.STAGES and a.rows == list(run.ROWS) and a.device == "cuda" and a.steps == "auto"
+    assert a.stages == run.STAGES and a.rows == run.GPU_ROWS and a.device == "cuda" and a.steps == "auto"
     a = run.parse_args(["--stage", "report,compress", "--dry-run", "--out-dir", str(tmp_path), "--data", str(tmp_path),
                         "--limit", "3", "--rows", "int2-cut,int4"])
     assert a.stages == ["compress", "report"] and a.rows == ["int2-cut", "int4"] and a.device == "cpu" and a.limit == 3
     for bad in (["--stage", "train"], ["--stage", "all", "--rows", "int1"]):
         with pytest.raises(SystemExit):
             run.parse_args([*bad, "--out-dir", str(tmp_path)])
+
+
+def test_one_row_table_and_one_xtc_runner_for_both_frontier_runs(run):
+    spec = importlib.util.spec_from_file_location("frontier", SCRIPT.parents[2] / "benchmarks" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier)
+    assert frontier.ROWS is run.ROWS and frontier.BENCHMARK == run.BENCHMARK
+    assert frontier.xtc.__module__ == run.xtc_run.__module__ == "benchmarks.frontier_rows"
+    assert set(run.GPU_ROWS) | set(frontier.CPU_ROWS) == set(run.ROWS)
 
 
 def test_every_row_is_one_blockwise_compress_call(run, tmp_path):

@@ -100,77 +100,108 @@ def _act_bits(text: str) -> int | None:
     raise argparse.ArgumentTypeError("must be 8 or none")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends with the default where there is one and the help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or action.default is False or action.default == {} \
+                or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="xtc", description="XTC extreme compression for code models, and offline completion.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("compress", help="compress a teacher (fewer layers, low-bit weights), distil and pack it")
-    p.add_argument("--teacher", required=True, help="model SRC (HF dir, .gguf, installed name, hub id)")
-    p.add_argument("--method", choices=defaults.METHODS, required=True)
-    p.add_argument("--data", nargs="+", type=Path, required=True, help="directories of Python files")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--recipe", choices=defaults.RECIPES, default=defaults.RECIPE,
+    p = sub.add_parser("compress", help="compress a teacher (fewer layers, low-bit weights), distil and pack it",
+                       formatter_class=_DefaultsFormatter,
+                       description="Flags by recipe: the common ones, the student's layers and formats, then "
+                                   "those of each recipe (--recipe blockwise or xtc). A flag sets the field of its "
+                                   "name in CompressOptions (xtc/train/pipeline.py) or TrainConfig "
+                                   "(xtc/train/distill.py); defaults: xtc/core/defaults.py.")
+    g = p.add_argument_group("common")
+    g.add_argument("--teacher", required=True, help="model SRC (HF dir, .gguf, installed name, hub id)")
+    g.add_argument("--method", choices=defaults.METHODS, required=True,
+                   help="layer: fewer layers; quant: low-bit weights; hybrid: both")
+    g.add_argument("--data", nargs="+", type=Path, required=True, help="directories of Python files")
+    g.add_argument("--out", type=Path, required=True, help="the packed student's directory")
+    g.add_argument("--recipe", choices=defaults.RECIPES, default=defaults.RECIPE,
                    help="blockwise: teacher cache, layer-by-layer then end-to-end distillation (CPU-friendly); "
                         "xtc: end-to-end distillation with the teacher in the loop")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--steps", type=_steps, default=defaults.STEPS,
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where training runs")
+    g.add_argument("--steps", type=_steps, default=defaults.STEPS,
                    help="training steps per stage (blockwise: per layer), or auto: sized to --time-budget")
-    p.add_argument("--time-budget", type=_positive(float), metavar="MINUTES", help="wall-clock limit for the run")
-    p.add_argument("--seq-len", type=_positive(int), default=defaults.SEQ_LEN)
-    p.add_argument("--batch-size", type=_positive(int), default=defaults.BATCH_SIZE)
-    p.add_argument("--lr", type=_positive(float), default=defaults.LR)
-    p.add_argument("--keep-layers", default=defaults.KEEP_LAYERS,
+    g.add_argument("--time-budget", type=_positive(float), metavar="MINUTES", help="wall-clock limit for the run")
+    g.add_argument("--seq-len", type=_positive(int), default=defaults.SEQ_LEN, help="tokens per training window")
+    g.add_argument("--batch-size", type=_positive(int), default=defaults.BATCH_SIZE, help="windows per step")
+    g.add_argument("--lr", type=_positive(float), default=defaults.LR, help="learning rate")
+    g.add_argument("--temperature", type=_positive(float), default=defaults.TEMPERATURE,
+                   help="of the distillation's softened teacher logits")
+    _decontaminate_flag(g)
+    g.add_argument("--seed", type=int, default=defaults.SEED, help="random seed (corpus order, batches)")
+    g.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+
+    g = p.add_argument_group("student: its layers and formats")
+    g.add_argument("--keep-layers", default=defaults.KEEP_LAYERS,
                    help="odd, even, 0-based indices i,j,k, or auto (drop the run of layers that changes the hidden "
                         "state least; how many: --student-layers)")
-    p.add_argument("--student-layers", type=_positive(int), help="layers kept by --keep-layers auto "
+    g.add_argument("--student-layers", type=_positive(int), help="layers kept by --keep-layers auto "
                    f"(default: {round(defaults.AUTO_KEEP * 100)}%% of the teacher's)")
-    p.add_argument("--weight-bits", type=int, choices=sorted(defaults.WEIGHT_BITS_FORMATS),
+    g.add_argument("--weight-bits", type=int, choices=sorted(defaults.WEIGHT_BITS_FORMATS),
                    help="1 binary, 2 ternary (XTC's meaning), 3 int3, 4 int4; --weight-format says it by name")
-    p.add_argument("--weight-format", choices=list(defaults.WEIGHT_FORMATS), help=f"default {defaults.WEIGHT_FORMAT}")
-    p.add_argument("--weight-format-for", type=_format_map, default={}, metavar="MATRIX=FORMAT[,...]",
+    g.add_argument("--weight-format", choices=list(defaults.WEIGHT_FORMATS), help=f"default {defaults.WEIGHT_FORMAT}")
+    g.add_argument("--weight-format-for", type=_format_map, default={}, metavar="MATRIX=FORMAT[,...]",
                    help="per-matrix formats, e.g. mlp.down_proj=int4,self_attn.v_proj=int4")
-    p.add_argument("--target-mb", type=_positive(float), metavar="MB",
-                   help="blockwise: choose each block matrix's format by measured sensitivity so that the packed "
-                        "weights fit MB: all start at --weight-format, the most sensitive move up (to int4 at most)")
-    p.add_argument("--act-bits", type=_act_bits, default=defaults.ACT_BITS, help="8 or none")
-    p.add_argument("--group-size", type=_positive(int), help="weight scale and min per group of inputs (default: per row)")
-    p.add_argument("--embed-bits", type=int, choices=defaults.EMBED_BITS_CHOICES, default=defaults.EMBED_BITS)
-    p.add_argument("--embed-group", type=_positive(int), help="embedding scale and min per group of this many "
+    g.add_argument("--act-bits", type=_act_bits, default=defaults.ACT_BITS, help="8 or none")
+    g.add_argument("--group-size", type=_positive(int),
+                   help="weight scale and min per group of inputs (default: per row)")
+    g.add_argument("--embed-bits", type=int, choices=defaults.EMBED_BITS_CHOICES, default=defaults.EMBED_BITS,
+                   help="bits of the embedding table")
+    g.add_argument("--embed-group", type=_positive(int), help="embedding scale and min per group of this many "
                    f"(default: per row at 8 bits, {defaults.EMBED_GROUP} at 4 bits)")
-    p.add_argument("--temperature", type=_positive(float), default=defaults.TEMPERATURE)
-    p.add_argument("--hidden-weight", type=_weight, default=defaults.HIDDEN_WEIGHT, help="xtc recipe")
-    p.add_argument("--attn-weight", type=_weight, default=defaults.ATTN_WEIGHT,
-                   help="xtc recipe: attention-map MSE weight (needs eager attention)")
-    p.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="xtc recipe: corpus size cap")
-    _decontaminate_flag(p)
-    p.add_argument("--cache-tokens", type=_positive(int), default=defaults.CACHE_TOKENS,
-                   help="blockwise: tokens of the teacher cache")
-    p.add_argument("--topk", type=_positive(int), default=defaults.TOPK, help="blockwise: teacher logits cached per token")
-    p.add_argument("--cache-dir", type=Path, help="blockwise: where the teacher cache lives, to share it between runs "
+
+    g = p.add_argument_group("blockwise recipe", "the teacher cached once, then each layer trained to match it")
+    g.add_argument("--target-mb", type=_positive(float), metavar="MB",
+                   help="choose each block matrix's format by measured sensitivity so that the packed weights fit "
+                        "MB: all start at --weight-format, the most sensitive move up (to int4 at most)")
+    g.add_argument("--cache-tokens", type=_positive(int), default=defaults.CACHE_TOKENS,
+                   help="tokens of the teacher cache")
+    g.add_argument("--topk", type=_positive(int), default=defaults.TOPK, help="teacher logits cached per token")
+    g.add_argument("--cache-dir", type=Path, help="where the teacher cache lives, to share it between runs "
                    "of the same teacher, data, --seq-len and --cache-tokens (default: OUT/checkpoints/cache)")
-    p.add_argument("--block-inputs", choices=("student", "teacher"), default=defaults.BLOCK_INPUTS,
-                   help="blockwise: what each layer is fed while it trains")
-    p.add_argument("--block-lr", type=_positive(float), default=defaults.BLOCK_LR,
-                   help="blockwise: learning rate of the latent weights (scales and mins: 10x)")
-    p.add_argument("--e2e", choices=("scales", "all", "none"), default=defaults.E2E_TRAIN,
-                   help="blockwise: what the end-to-end stage trains")
-    p.add_argument("--e2e-steps", type=_positive(int), help="blockwise: end-to-end steps (default: --steps)")
-    p.add_argument("--init", choices=defaults.INITS, default=defaults.INIT,
-                   help="blockwise: each quantised layer starts from round-to-nearest codes (rtn) or from GPTQ's, "
+    g.add_argument("--block-inputs", choices=("student", "teacher"), default=defaults.BLOCK_INPUTS,
+                   help="what each layer is fed while it trains")
+    g.add_argument("--block-lr", type=_positive(float), default=defaults.BLOCK_LR,
+                   help="learning rate of the latent weights (scales and mins: 10x)")
+    g.add_argument("--init", choices=defaults.INITS, default=defaults.INIT,
+                   help="each quantised layer starts from round-to-nearest codes (rtn) or from GPTQ's, "
                         "computed on its cached inputs (gptq)")
-    p.add_argument("--quant-warmup", type=_fraction, default=defaults.QUANT_WARMUP, metavar="SHARE",
-                   help="blockwise: share of each layer's steps over which its quantisation error is ramped in "
+    g.add_argument("--quant-warmup", type=_fraction, default=defaults.QUANT_WARMUP, metavar="SHARE",
+                   help="share of each layer's steps over which its quantisation error is ramped in "
                         "from none to all (0: applied whole from the first step)")
-    p.add_argument("--e2e-share", type=_fraction, default=defaults.E2E_SHARE,
-                   help="blockwise: share of the time budget for the end-to-end stage")
-    p.add_argument("--eval-every", type=_count, help=f"xtc recipe: steps between validations, 0: none "
+
+    g = p.add_argument_group("end-to-end stage (blockwise recipe)", "the whole student against the cached logits")
+    g.add_argument("--e2e", choices=("scales", "all", "none"), default=defaults.E2E_TRAIN,
+                   help="what the end-to-end stage trains")
+    g.add_argument("--e2e-steps", type=_positive(int), help="end-to-end steps (default: --steps)")
+    g.add_argument("--e2e-share", type=_fraction, default=defaults.E2E_SHARE,
+                   help="share of the time budget for the end-to-end stage")
+
+    g = p.add_argument_group("xtc recipe", "end-to-end distillation with the teacher in the loop")
+    g.add_argument("--hidden-weight", type=_weight, default=defaults.HIDDEN_WEIGHT, help="hidden-state MSE weight")
+    g.add_argument("--attn-weight", type=_weight, default=defaults.ATTN_WEIGHT,
+                   help="attention-map MSE weight (needs eager attention)")
+    g.add_argument("--max-tokens", type=_positive(int), default=defaults.MAX_CORPUS_TOKENS, help="corpus size cap")
+    g.add_argument("--eval-every", type=_count, help=f"steps between validations, 0: none "
                    f"(default {defaults.EVAL_EVERY})")
-    p.add_argument("--checkpoint-every", type=_count, help=f"xtc recipe: steps between checkpoints, 0: none "
+
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-every", type=_count, help=f"xtc recipe: steps between checkpoints, 0: none "
                    f"(default {defaults.CHECKPOINT_EVERY})")
-    p.add_argument("--seed", type=int, default=defaults.SEED)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--keep-checkpoints", action="store_true")
-    p.add_argument("--json", action="store_true")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    g.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after a finished run")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("eval", help="line-completion exact match and edit similarity on a benchmark")
@@ -259,7 +290,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def _decontaminate_flag(p: argparse.ArgumentParser) -> None:
+def _decontaminate_flag(p) -> None:  # a parser or an argument group
     p.add_argument("--decontaminate", metavar="FILE.jsonl|none",
                    help="leave out every corpus file that holds an item of this benchmark (default: the "
                         "repository's benchmarks/data/line_completion_stdlib.jsonl when it exists); none: keep all")
@@ -280,6 +311,17 @@ def _decontaminate(flag: str | None) -> Path | None:
     return Path(flag)
 
 
+# `compress` flags that set no field of their name: each is converted into the fields given to _config
+CONVERTED_FLAGS = {"teacher", "data", "out", "json", "weight_bits", "weight_format_for", "time_budget"}
+
+
+def _config(cls, args, **converted):
+    """A CompressOptions or TrainConfig: each field from the flag of its name, unless `converted` gives it."""
+    from dataclasses import fields
+
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)} | converted)
+
+
 def cmd_compress(args) -> int:
     from xtc.train.distill import TrainConfig
     from xtc.train.pipeline import CompressOptions, compress
@@ -294,23 +336,13 @@ def cmd_compress(args) -> int:
     if args.weight_bits and args.weight_format:
         raise XtcError("give --weight-bits or --weight-format, not both")
     weight_format = args.weight_format or defaults.WEIGHT_BITS_FORMATS.get(args.weight_bits, defaults.WEIGHT_FORMAT)
-    steps = defaults.STEPS if args.steps == "auto" else args.steps
-    decontaminate = _decontaminate(args.decontaminate)
-    train = TrainConfig(steps=steps, time_budget_s=args.time_budget * 60 if args.time_budget else None,
-                        seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, temperature=args.temperature,
-                        hidden_weight=args.hidden_weight, attn_weight=args.attn_weight,
-                        eval_every=defaults.EVAL_EVERY if args.eval_every is None else args.eval_every,
-                        checkpoint_every=defaults.CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, device=args.device, seed=args.seed,
-                        progress=not args.json)
-    opts = CompressOptions(method=args.method, recipe=args.recipe, keep_layers=args.keep_layers,
-                           student_layers=args.student_layers, weight_format=weight_format,
-                           weight_formats=args.weight_format_for, act_bits=args.act_bits, group_size=args.group_size,
-                           embed_bits=args.embed_bits, embed_group=args.embed_group, max_tokens=args.max_tokens, decontaminate=decontaminate,
-                           resume=args.resume,
-                           keep_checkpoints=args.keep_checkpoints, train=train, auto_steps=args.steps == "auto",
-                           block_inputs=args.block_inputs, block_lr=args.block_lr, quant_warmup=args.quant_warmup, e2e=args.e2e,
-                           e2e_steps=args.e2e_steps, e2e_share=args.e2e_share, cache_tokens=args.cache_tokens,
-                           topk=args.topk, cache_dir=args.cache_dir, target_mb=args.target_mb, init=args.init)
+    train = _config(TrainConfig, args, steps=defaults.STEPS if args.steps == "auto" else args.steps,
+                    time_budget_s=args.time_budget * 60 if args.time_budget else None,
+                    eval_every=defaults.EVAL_EVERY if args.eval_every is None else args.eval_every,
+                    checkpoint_every=defaults.CHECKPOINT_EVERY if args.checkpoint_every is None
+                    else args.checkpoint_every, progress=not args.json)
+    opts = _config(CompressOptions, args, weight_format=weight_format, weight_formats=args.weight_format_for,
+                   decontaminate=_decontaminate(args.decontaminate), train=train, auto_steps=args.steps == "auto")
     s = compress(args.teacher, args.data, args.out, opts)
     lines = [f"packed {s['method']} model ({s['recipe']}) -> {s['out']}",
              f"  teacher fp32 {s['teacher_fp32_mb']:.2f} MB, packed {s['packed_mb']:.2f} MB, ratio {s['ratio']}x",

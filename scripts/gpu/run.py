@@ -5,7 +5,8 @@ compressed students, every model evaluated on the same benchmark items, one repo
     receive   copy the teacher parts this call carries (.stage/teacher.part-*) to WORK/stage
     teacher   join the parts, check the sha256, `xtc install teacher.gguf --name teacher`
               (converted once to safetensors in WORK/home); start the teacher's evaluation
-    compress  for each row of ROWS not finished yet: `xtc compress --recipe blockwise --steps auto
+    compress  for each row of GPU_ROWS not finished yet (its flags: ROWS in benchmarks/frontier_rows.py,
+              the table benchmarks/frontier.py uses too): `xtc compress --recipe blockwise --steps auto
               --time-budget M ...` (one teacher cache shared by all rows; a row cut short by the
               call's end continues with --resume in the next call); its evaluation starts at once
     eval      wait for the evaluations: `xtc eval --shard K/N --predictions FILE` workers, niced,
@@ -34,23 +35,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARK = REPO / "benchmarks" / "data" / "line_completion_stdlib.jsonl"
+sys.path.insert(0, str(REPO))
+from benchmarks.frontier_rows import BENCHMARK, GPU_ROWS, RECIPE, ROWS, xtc_cmd, xtc_run  # noqa: E402
+
 SHA_FILE = REPO / "scripts" / "gpu" / "teacher.sha256"
 STAGES = ["receive", "teacher", "compress", "eval", "report"]
 PART_BYTES = 16_000_000  # < 16 MiB: the largest file that comes back from $OUT
 MAX_OUT_FILES, MAX_OUT_BYTES = 8, 60 * 2**20  # of 8 files and 64 MiB, with room to spare
 
-# The frontier: name -> `xtc compress` flags of that row (the shared ones are in `compress_cmd`).
-ROWS = {
-    "int4": ["--method", "quant", "--weight-format", "int4", "--group-size", "32", "--embed-bits", "8"],
-    "int3": ["--method", "quant", "--weight-format", "int3", "--group-size", "64", "--embed-bits", "4"],
-    "int2": ["--method", "quant", "--weight-format", "int2", "--group-size", "64", "--embed-bits", "4"],
-    "int2-cut": ["--method", "hybrid", "--keep-layers", "auto", "--weight-format", "int2", "--group-size", "64",
-                 "--embed-bits", "4"],  # a quarter of the layers dropped, chosen by measurement
-    "binary-cut": ["--method", "hybrid", "--keep-layers", "auto", "--weight-format", "binary", "--group-size", "64",
-                   "--embed-bits", "4"],
-}
-PROFILES = {  # the device run, and the CPU dry run on a tiny teacher; every value has its flag
+# What is the GPU run's own: the sizes that fit the lent GPU's limits (the device run), and the CPU dry run on
+# a tiny teacher; every value has its flag.
+PROFILES = {
     "gpu": dict(device="cuda", seq_len=512, batch_size=16, cache_tokens=262_144, steps="auto", limit=200, shards=6,
                 eval_workers=3, eval_threads=4, minutes=9.3, eval_tail_s=60.0, ship="int2-cut,binary-cut"),
     "dry": dict(device="cpu", seq_len=32, batch_size=2, cache_tokens=4096, steps="3", limit=4, shards=2,
@@ -63,10 +58,6 @@ def log(msg: str) -> None:
     print(f"[{time.monotonic() - START:6.1f}s] {msg}", flush=True)
 
 
-def xtc(*args) -> list[str]:
-    return [sys.executable, "-m", "xtc", *map(str, args)]
-
-
 def child_env(a, threads: int | None = None) -> dict:
     env = {**os.environ, "XTC_HOME": str(a.work / "home"), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -75,14 +66,9 @@ def child_env(a, threads: int | None = None) -> dict:
     return env
 
 
-def call(a, cmd: list[str], log_name: str) -> subprocess.CompletedProcess:
-    """Run an `xtc` call, its output appended to WORK/logs/LOG_NAME; stdout is also returned."""
-    with open(a.work / "logs" / log_name, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, cwd=REPO, env=child_env(a))
-        f.write(proc.stdout)
-    return proc
+def call(a, args: list, log_name: str) -> subprocess.CompletedProcess:
+    """Run `xtc ARGS`, its output appended to WORK/logs/LOG_NAME; stdout is also returned."""
+    return xtc_run(*args, log=a.work / "logs" / log_name, env=child_env(a))
 
 
 def tail(path: Path, n: int = 12) -> str:
@@ -153,7 +139,7 @@ def stage_teacher(a, evals: "Evals") -> None:
                 raise SystemExit("teacher: no parts on the device: run the receive stage (call 1) first")
             src = a.work / "teacher.gguf"
             join_parts(parts, src, SHA_FILE.read_text().split()[0])
-        proc = call(a, xtc("install", src, "--name", "teacher"), "install.log")
+        proc = call(a, ["install", src, "--name", "teacher"], "install.log")
         if proc.returncode:
             raise SystemExit(f"teacher: xtc install failed:\n{tail(a.work / 'logs' / 'install.log')}")
         a.work.joinpath("teacher.done").write_text(proc.stdout)
@@ -164,7 +150,7 @@ def stage_teacher(a, evals: "Evals") -> None:
 # -- compress -------------------------------------------------------------------------------------
 
 def compress_cmd(a, name: str, minutes: float, resume: bool) -> list[str]:
-    cmd = xtc("compress", "--teacher", "teacher", "--recipe", "blockwise", *ROWS[name], "--data", *a.data,
+    cmd = xtc_cmd("compress", "--teacher", "teacher", *RECIPE, *ROWS[name], "--data", *a.data,
               "--out", a.work / "models" / name, "--device", a.device, "--steps", a.steps,
               "--time-budget", f"{minutes:.2f}", "--seq-len", a.seq_len, "--batch-size", a.batch_size,
               "--cache-tokens", a.cache_tokens, "--cache-dir", a.work / "cache", "--decontaminate", BENCHMARK, "--json")
@@ -253,7 +239,7 @@ class Evals:
             name, k, model = self.queue.pop(0)
             out = self.files(name)[k - 1]
             out.parent.mkdir(parents=True, exist_ok=True)
-            cmd = xtc("eval", "--model", model, "--benchmark", BENCHMARK, "--limit", self.a.limit, "--shard",
+            cmd = xtc_cmd("eval", "--model", model, "--benchmark", BENCHMARK, "--limit", self.a.limit, "--shard",
                       f"{k}/{self.a.shards}", "--predictions", out, "--threads", self.a.eval_threads, "--json")
             with open(self.log(name, k), "a") as logf:
                 self.running[(name, k)] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO,
@@ -292,7 +278,7 @@ class Evals:
 # -- report ---------------------------------------------------------------------------------------
 
 def metrics(a, evals: Evals) -> dict:
-    teacher = next((r for r in json.loads(call(a, xtc("list", "--json"), "report.log").stdout or "[]")
+    teacher = next((r for r in json.loads(call(a, ["list", "--json"], "report.log").stdout or "[]")
                     if r["name"] == "teacher"), {})
     config = read_json(Path(teacher.get("path", "-")) / "config.json", {})
     models = {"teacher": {"flags": "fp32", "layers": config.get("num_hidden_layers") or config.get("n_layer"),
@@ -307,7 +293,7 @@ def metrics(a, evals: Evals) -> dict:
     for name, m in models.items():
         files = [f for f in evals.files(name) if f.exists()]
         if files:
-            proc = call(a, xtc("eval", "--merge", *files, "--limit", a.limit, "--json"), "report.log")
+            proc = call(a, ["eval", "--merge", *files, "--limit", a.limit, "--json"], "report.log")
             m["eval"] = json.loads(proc.stdout) if proc.returncode == 0 else None
     base = (models["teacher"].get("eval") or {}).get("score")
     for m in models.values():
@@ -382,7 +368,7 @@ def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", required=True, help=f"comma-separated, of {','.join(STAGES)}, or all")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"which rows, in this order (of {','.join(ROWS)})")
+    p.add_argument("--rows", default=",".join(GPU_ROWS), help=f"which rows, in this order (of {','.join(GPU_ROWS)})")
     p.add_argument("--out-dir", type=Path, default=os.environ.get("OUT"), help="what comes back (default $OUT)")
     p.add_argument("--work", type=Path, help="state between calls (default /tmp/xtc-run, dry run /tmp/xtc-run-dry)")
     p.add_argument("--dry-run", action="store_true", help="the CPU profile (give --teacher and --data)")
@@ -399,7 +385,7 @@ def parse_args(argv: list[str] | None = None):
             setattr(a, key, value)
     a.stages = STAGES if a.stage == "all" else [s for s in STAGES if s in a.stage.split(",")]
     a.rows = [r for r in a.rows.split(",") if r]
-    bad = [s for s in a.stage.split(",") if s not in STAGES + ["all"]] + [r for r in a.rows if r not in ROWS]
+    bad = [s for s in a.stage.split(",") if s not in STAGES + ["all"]] + [r for r in a.rows if r not in GPU_ROWS]
     if bad or a.out_dir is None:
         p.error(f"unknown stage or row: {', '.join(bad)}" if bad else "--out-dir is required where $OUT is not set")
     a.work = (a.work or Path("/tmp/xtc-run-dry" if a.dry_run else "/tmp/xtc-run")).resolve()
