@@ -104,7 +104,7 @@ def test_suggestion_for_the_text_around_the_cursor():
     assert (call["max_new_tokens"], call["context_tokens"], call["multiline"]) == (7, 99, False)
 
 
-def test_multiline_only_for_invoked_requests_when_enabled():
+def test_multiline_for_invoked_requests_when_enabled():
     fake = FakeCompleter()
     engine = ready(fake, multiline=True)
     engine.complete(request("x = 1\n", invoked=False, channel="a"))
