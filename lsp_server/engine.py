@@ -175,6 +175,7 @@ class Suggestion:
     seconds: float = 0.0
     completion: Any = None  # xtc.infer.complete.Completion when the model ran
     replace_units: int = 0  # units after the cursor the text replaces (closing brackets it rewrites)
+    multiline: bool = False  # asked of the model as a block (the setting, and invoked or after a block opener)
 
 
 @dataclass
@@ -354,7 +355,7 @@ class Engine:
         word = _WORD.search(before[before.rfind("\n") + 1:]).group(0) if located else ""
         multiline = settings.multiline and (request.invoked or starts_block(before))
         job = Job(request, before, after, multiline, settings,
-                  Suggestion(line=request.line, character=character, word=word))
+                  Suggestion(line=request.line, character=character, word=word, multiline=multiline))
         key = (request.document, request.channel)
         with self._lock:
             older = self._latest.get(key)

@@ -55,11 +55,13 @@ def expected(model: Path, before: str, after: str = "", **options: Any) -> str:
 
 
 @contextlib.asynccontextmanager
-async def lsp_session(options: Any, home: Path, wait_ready: bool = True) -> AsyncIterator[Client]:
+async def lsp_session(options: Any, home: Path, wait_ready: bool = True,
+                      env: dict[str, str] | None = None) -> AsyncIterator[Client]:
     """Start `python -m lsp_server` over stdio, initialize with `options`, yield, shut down cleanly."""
     # One thread: tiny models gain nothing from more, and a busy 2-core machine makes them crawl.
     # Tiny models are unsure of everything: the server shows their suggestions like the library does.
-    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1", "XTC_MIN_MEAN_LOGPROB": "none"}
+    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1",
+           "XTC_MIN_MEAN_LOGPROB": "none", **(env or {})}
     async with session([sys.executable, "-m", "lsp_server"], options=options, env=env, echo_stderr=True) as client:
         if wait_ready:
             await client.wait_ready()

@@ -43,8 +43,8 @@ def test_the_server_and_the_cli_use_the_core_defaults():
     assert (args.max_new_tokens, args.context_tokens) == (defaults.MAX_NEW_TOKENS, defaults.CONTEXT_TOKENS)
 
 
-def test_the_editors_complete_the_core_default_languages():
-    """VS Code's `xtc.languages` (package.json and the extension's code) and Neovim's `filetypes`."""
+def test_vscode_completes_the_core_default_languages():
+    """VS Code's `xtc.languages` (package.json and the extension's code)."""
     import re
 
     manifest = json.loads(PACKAGE_JSON.read_text())
@@ -53,9 +53,19 @@ def test_the_editors_complete_the_core_default_languages():
     listed = re.search(r"DEFAULT_LANGUAGES: readonly string\[\] = \[(.*?)\];", settings_ts, re.S).group(1)
     assert tuple(re.findall(r"'([^']+)'", listed)) == defaults.LANGUAGES
     assert {f"onLanguage:{language}" for language in defaults.LANGUAGES} <= set(manifest["activationEvents"])
-    lua = (REPO / "editors" / "nvim" / "xtc.lua").read_text()
-    # The `filetypes = { ... }` table at any indentation or spacing, strings in either quote style.
-    code = re.sub(r"--[^\n]*", "", lua)  # the usage comment shows an example table
-    [filetypes] = re.findall(r"\bfiletypes\s*=\s*\{([^}]*)\}", code)
-    assert tuple(q or d for q, d in re.findall(r"'([^']*)'|\"([^\"]*)\"", filetypes)) == defaults.NVIM_FILETYPES
     assert "python" in defaults.LANGUAGES and "javascript" in defaults.NVIM_FILETYPES
+
+
+def test_neovim_completes_the_core_default_filetypes():
+    """The module as Neovim loads it: `defaults.filetypes` of editors/nvim/xtc.lua, evaluated."""
+    import shutil
+    import subprocess
+
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        pytest.skip("Neovim is not installed")
+    lua = "io.stdout:write(vim.fn.json_encode(dofile('editors/nvim/xtc.lua').defaults.filetypes))"
+    proc = subprocess.run([nvim, "--headless", "-u", "NONE", "-i", "NONE", "-c", f"lua {lua}", "-c", "qa!"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert tuple(json.loads(proc.stdout)) == defaults.NVIM_FILETYPES

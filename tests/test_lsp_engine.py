@@ -104,7 +104,7 @@ def test_suggestion_for_the_text_around_the_cursor():
     assert (call["max_new_tokens"], call["context_tokens"], call["multiline"]) == (7, 99, False)
 
 
-def test_multiline_only_for_invoked_requests_when_enabled():
+def test_multiline_for_invoked_requests_when_enabled():
     fake = FakeCompleter()
     engine = ready(fake, multiline=True)
     engine.complete(request("x = 1\n", invoked=False, channel="a"))
@@ -382,6 +382,9 @@ def test_real_tiny_model_and_cancellation(monkeypatch):
         return real_step(token)
 
     rt.step = slow_step
+    results = []
+    real_complete = engine.completer.complete
+    engine.completer.complete = lambda *a, **k: results.append(real_complete(*a, **k)) or results[-1]
     engine.configure(Settings(model=str(model), max_new_tokens=200))
     future = engine.submit(request("class Queue:\n    def get(self):\n        return self."))
     time.sleep(0.2)
@@ -392,6 +395,7 @@ def test_real_tiny_model_and_cancellation(monkeypatch):
     engine.complete(request("x = 1", document="file:///next.py"))  # waits for the worker
     # Generation stopped at the cancel: at most the step in flight, plus the next request's one.
     assert len(steps) <= at_cancel + 2, (at_cancel, len(steps))
+    assert [r.cancelled for r in results] == [True, False]  # the cancel stopped it, not the line's end
 
 
 # -- workspace context ----------------------------------------------------------------------------

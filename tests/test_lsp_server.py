@@ -21,8 +21,20 @@ SAMPLE = "# {name}\nimport os\n\n\ndef main():\n    path = os.pa"
 async def server():
     models = tiny_models()
     # The suggestions are compared with the library's on the file alone: no workspace context here.
-    async with lsp_session({"xtc": {"model": str(models.gpt2), "workspaceContext": False}}, models.home) as session:
+    # At debug level the server logs every answer's source (an inference or not) on stderr.
+    async with lsp_session({"xtc": {"model": str(models.gpt2), "workspaceContext": False}}, models.home,
+                           env={"XTC_LSP_LOG": "DEBUG"}) as session:
         yield session
+
+
+async def answer_logged(server, channel: str, uri: str, source: str) -> str:
+    """The server's debug line for an answer on `channel` for `uri` that came from `source`."""
+    prefix = f"xtc-lsp DEBUG {channel} {uri}: {source},"
+    deadline = time.monotonic() + 10
+    while not (lines := [line for line in server.stderr_tail if line.startswith(prefix)]):
+        assert time.monotonic() < deadline, f"no {prefix!r} line in {list(server.stderr_tail)}"
+        await asyncio.sleep(0.02)
+    return lines[-1]
 
 
 def sample(name: str) -> str:
@@ -91,10 +103,13 @@ async def test_typing_the_suggestion_answers_the_rest_without_inference(server):
     text = sample("typing")
     uri = server.open("file:///typing.py", text)
     [first] = await server.inline(uri, end_of(text))
+    await answer_logged(server, "inline", uri, "model")
     typed = first.insert_text[0]
     server.change(uri, end_of(text), end_of(text), typed)
     [rest] = await server.inline(uri, end_of(text + typed))
     assert rest.insert_text == first.insert_text[1:]
+    await answer_logged(server, "inline", uri, "cache")  # the suggestion's rest, no inference
+    assert sum(f"inline {uri}: model," in line for line in server.stderr_tail) == 1
 
 
 async def test_incremental_changes(server):
@@ -189,17 +204,25 @@ async def test_configuration_pulled_when_the_notification_has_none(server):
         server.configure({"xtc": {"maxNewTokens": 48}})
 
 
-async def test_multiline_only_when_invoked(server):
-    text = "# multiline\nclass Queue:\n    def put(self, item):\n        "
-    uri = server.open("file:///multiline.py", text)
-    server.configure({"settings": {"xtc": {"multiline": True}}})
-    try:
-        [automatic] = await server.inline(uri, end_of(text)) or [None]
-        invoked = await server.inline(uri, end_of(text), invoked=True)
-    finally:
-        server.configure({"settings": {"xtc": {"multiline": False}}})
-    assert automatic is None or "\n" not in automatic.insert_text
-    assert [i.insert_text for i in invoked] == [w for w in [expected(tiny_models().gpt2, text, multiline=True)] if w]
+async def test_multiline_when_invoked_or_on_a_fresh_line_after_a_block_opener(server):
+    """With `multiline` the model is asked for a block when the suggestion is invoked, and while
+    typing on a fresh line after a block opener; elsewhere for one line, and never without the
+    setting. (The untrained tiny model writes no line break either way: the server's log tells
+    how it asked, the answers are the library's for that mode.)"""
+    plain, opener = "# multiline\nx = 1\ny = ", "# multiline\nclass Queue:\n    def put(self, item):\n        "
+    cases = [(True, plain, False, "one line"), (True, plain, True, "multi-line"),
+             (True, opener, False, "multi-line"), (False, opener, True, "one line")]
+    for n, (setting, text, invoked, mode) in enumerate(cases):
+        uri = server.open(f"file:///multiline{n}.py", text)
+        server.configure({"settings": {"xtc": {"multiline": setting}}})
+        try:
+            items = await server.inline(uri, end_of(text), invoked=invoked)
+        finally:
+            server.configure({"settings": {"xtc": {"multiline": False}}})
+        line = await answer_logged(server, "inline", uri, "model")
+        assert line.split(", ")[1] == mode, (n, line)
+        want = expected(tiny_models().gpt2, text, multiline=mode == "multi-line")
+        assert [i.insert_text for i in items] == [w for w in [want] if w]
 
 
 async def test_model_switch_reloads_in_the_background(server):

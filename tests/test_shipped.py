@@ -50,7 +50,7 @@ def test_the_shipped_student_loads_directly_and_completes_python():
     assert rt.loader == "direct"
     text = Completer(rt).complete("import os\n\n\ndef read_text(path):\n    with open(path) as f:\n        return",
                                   max_new_tokens=12).text
-    # The obvious body of this function, not merely some output.
-    assert text.strip().startswith("f.read"), text
+    # The obvious body of this function, exactly: greedy decoding on kernels that sum in one fixed order.
+    assert text == " f.read()", text
     card = json.loads((model / "config.json").read_text())["xtc"]
     assert card["quant"], "every quantised module names its quantiser"
