@@ -25,9 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK = ROOT / "benchmarks" / "data" / "line_completion_stdlib.jsonl"
 
-# name -> extra `xtc compress` arguments. Embeddings 4-bit in groups of 96 for every row (what fits
-# the shipped model under 50 MB; groups of 32 cost 2.4 MB more). The 2-bit full-depth row uses weight
-# groups of 192 so that it fits the 50 MB a shipped model may take (groups of 64: 48.7 MB of weights).
+# name -> extra `xtc compress` arguments. Embeddings 4-bit in groups of 96 for every row, and the 2-bit
+# full-depth row's weights in groups of 192: what fits a shipped model's 50 MB (docs/results.md).
 ROWS = {
     "hybrid-binary-15L": ["--method", "hybrid", "--keep-layers", "odd", "--weight-format", "binary"],
     "binary-30L": ["--method", "quant", "--weight-format", "binary", "--group-size", "64"],
@@ -38,9 +37,8 @@ ROWS = {
     "int4-30L": ["--method", "quant", "--weight-format", "int4", "--group-size", "64"],
     "int3-22L": ["--method", "hybrid", "--keep-layers", "auto", "--student-layers", "22", "--weight-format", "int3",
                  "--group-size", "192"],
-    # full depth in 50 MB: the teacher's vocabulary pruned to the 16,384 tokens the corpus uses most (its
-    # 4-bit table 5.9 MB in groups of 32 instead of 15.3 MB in groups of 96, its tokenizer 0.5 MB instead of
-    # 3.5), every block matrix int2, int3 or int4 by measured sensitivity
+    # full depth in 50 MB: the teacher's vocabulary pruned to the 16,384 tokens the corpus uses most
+    # (docs/results.md), every block matrix int2, int3 or int4 by measured sensitivity
     "mixed-30L-v16k": ["--method", "quant", "--weight-format", "int2", "--group-size", "192", "--target-mb", "49.0",
                        "--embed-group", "32", "--quant-warmup", "0.5"],
 }
