@@ -1,13 +1,9 @@
 """Our runtime against llama.cpp on the same request, in one run: on the teacher, and on the SAME
 packed student exported to GGUF and quantised by llama.cpp itself.
 
-    .venv/bin/pip install llama-cpp-python==0.3.36     # optional benchmark dependency (~10 min build)
+    .venv/bin/pip install llama-cpp-python==0.3.36     # optional benchmark dependency (a source build)
 
-(On an Intel Xeon with AMX, in this project's VMs, the native build crashed with SIGSEGV on every
-quantised type, F16 ran: build it without AMX, keeping AVX-512:
-`CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
--DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON" pip install --force-reinstall
---no-deps --no-cache-dir llama-cpp-python==0.3.36`.)
+(On a CPU with AMX build it without AMX, keeping AVX-512: docs/speed.md, "llama.cpp for the race".)
     .venv/bin/python benchmarks/compare_llamacpp.py [--student DIR] [--rounds 2] [--engines ...] [--json]
 
 The request is `xtc bench`'s: the first --prompt-tokens tokens of a Python file (default: the
@@ -67,8 +63,7 @@ def worker_llamacpp(args, cold: str, warm: str) -> dict:
     from llama_cpp import Llama
 
     t = time.perf_counter()
-    # Its fastest settings here: the whole prompt in one batch, flash attention (~25% faster
-    # prefill than the defaults n_batch=512 / no flash attention).
+    # Its fastest settings here: the whole prompt in one batch, flash attention (docs/speed.md).
     llm = Llama(model_path=str(args.gguf), n_ctx=2048, n_batch=2048, n_ubatch=2048, flash_attn=True,
                 n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     load_s = time.perf_counter() - t

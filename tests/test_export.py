@@ -252,19 +252,23 @@ def test_a_plain_hf_directory_and_a_gguf_file_export_too(capsys, tiny_dirs, toke
 def test_safetensors_are_read_without_torch_bf16_included(tmp_path):
     from safetensors.torch import save_file
 
-    from xtc.export.weights import read_safetensors
+    from xtc.core.errors import XtcError
+    from xtc.export.weights import _directory_tensors
 
     tensors = {"a": torch.randn(3, 5, dtype=torch.bfloat16), "b": torch.randn(4, dtype=torch.float16),
                "c": torch.arange(6, dtype=torch.int8).reshape(2, 3)}
     save_file(tensors, tmp_path / "m.safetensors")
-    read = read_safetensors(tmp_path / "m.safetensors")
+    read = _directory_tensors(tmp_path)
     for name, value in tensors.items():
         np.testing.assert_array_equal(read[name], value.float().numpy() if name == "a" else value.numpy())
-    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    from xtc.core.errors import XtcError
-
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(XtcError, match="corrupt"):
-        read_safetensors(tmp_path / "bad.safetensors")
+        _directory_tensors(tmp_path / "bad")
+    (tmp_path / "fp8").mkdir()
+    save_file({"f": torch.zeros(2, dtype=torch.float8_e4m3fn)}, tmp_path / "fp8" / "m.safetensors")
+    with pytest.raises(XtcError, match="tensor f"):
+        _directory_tensors(tmp_path / "fp8")
 
 
 def test_exporting_a_packed_student_does_not_import_torch(packed, tmp_path):

@@ -364,6 +364,23 @@ def test_a_failed_load_that_a_newer_one_replaced_is_superseded_not_an_error():
     assert new.result(10) == "fake" and engine.error is None and engine.ready
 
 
+def test_the_model_src_is_resolved_once(monkeypatch):
+    import xtc.core.sources
+    import xtc.infer.runtime
+
+    calls, real = [], xtc.core.sources.resolve
+
+    def counting(src, *args, **kwargs):
+        calls.append(src)
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(xtc.core.sources, "resolve", counting)
+    monkeypatch.setattr(xtc.infer.runtime, "resolve", counting)
+    model = str(tiny_models().gpt2)
+    load_completer(model)
+    assert calls == [model]  # the engine's Source goes down to load_runtime
+
+
 def test_real_tiny_model_and_cancellation(monkeypatch):
     monkeypatch.setenv("XTC_THREADS", "1")  # as `expected` computes it
     model = tiny_models().gpt2

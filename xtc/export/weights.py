@@ -15,8 +15,6 @@ the student's weights only, and other engines run activations in their own preci
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 from xtc.core import format
 from xtc.core.errors import XtcError
 from xtc.core.sources import Source, load_with_transformers
+from xtc.core.tensors import Tensors
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "tokenizer.model", "chat_template.jinja", "chat_template.json",
@@ -62,41 +61,16 @@ def plain_config(config: dict) -> dict:
     return config
 
 
-# -- safetensors without torch ----------------------------------------------------------------------
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_, "BF16": np.uint16}
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """The tensors of one safetensors file as numpy arrays (memory-mapped; bf16 widened to fp32)."""
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                raise ValueError("header too large")
-            header = json.loads(f.read(n))
-        data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
-        out = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if info["dtype"] not in _DTYPES:
-                raise ValueError(f"{name}: dtype {info['dtype']} is not supported")
-            begin, end = info["data_offsets"]
-            array = data[begin:end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
-            if info["dtype"] == "BF16":
-                array = (array.astype(np.uint32) << 16).view(np.float32)
-            out[name] = array
-        return out
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
-        raise XtcError(f"{path}: corrupt or unreadable safetensors file ({str(exc)[:120]})") from None
-
-
 def _directory_tensors(directory: Path) -> dict[str, np.ndarray]:
-    tensors: dict[str, np.ndarray] = {}
-    for f in sorted(Path(directory).glob("*.safetensors")):
-        tensors.update(read_safetensors(f))
-    return tensors
+    """Every tensor of the directory's safetensors files (bf16 widened to fp32)."""
+    tensors = Tensors(directory)
+    out = {}
+    for key in tensors.keys():
+        try:
+            out[key] = tensors[key]
+        except TypeError as exc:  # a dtype numpy cannot hold (fp8...): the user's file, not a bug
+            raise XtcError(f"{directory}: tensor {exc}") from None
+    return out
 
 
 # -- packed students --------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class Cancelled(Exception):
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte-level BPE alphabet: byte -> printable character (as in GPT-2's tokenizer;
     defined here because transformers 5 no longer exports it, and importing transformers costs
-    ~50 MB of memory in a process that does not otherwise need it)."""
+    memory a process that does not otherwise need it would hold: docs/speed.md)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars = keep[:]
     extra = 0

@@ -24,6 +24,7 @@ import numpy as np
 
 from xtc.core import format
 from xtc.core.errors import XtcError
+from xtc.core.tensors import Tensors
 from xtc.infer.layers import Block, DenseLinear, Norm, Spec, Table, as_f32, fuse, quantized_linear
 
 RopeTables = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (length, head dim) -> cos, sin
@@ -211,34 +212,18 @@ def build_spec(config: dict, tensors, max_context: int, rope: RopeTables | None 
 
 
 # -- tensors from a directory, without torch ------------------------------------------------------
-class DirectoryTensors:
-    """Named tensors of a directory's safetensors file(s), read on demand as numpy arrays."""
+class DirectoryTensors(Tensors):
+    """A directory's tensors (`xtc.core.tensors`); what the builder cannot use raises Unsupported.
+    bf16 is not widened: such a directory takes the transformers route (`load_runtime`)."""
 
     def __init__(self, directory: Path):
-        from safetensors import safe_open
-
-        files = sorted(Path(directory).glob("*.safetensors"))
-        if not files:
+        super().__init__(directory, widen_bf16=False)
+        if not self.files:
             raise Unsupported("no safetensors weights")
-        self.where: dict[str, object] = {}
-        for f in files:
-            try:
-                handle = safe_open(str(f), framework="numpy")
-                for key in handle.keys():
-                    self.where[key] = handle
-            except Exception as exc:  # a corrupt file
-                reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:120]
-                raise XtcError(f"{directory}: corrupt or unreadable {f.name} ({reason})") from None
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.where
-
-    def keys(self):
-        return self.where.keys()
 
     def __getitem__(self, key: str) -> np.ndarray:
         try:
-            return self.where[key].get_tensor(key)
+            return super().__getitem__(key)
         except Exception as exc:  # bf16 and other dtypes numpy cannot hold
             raise Unsupported(f"{key}: {exc}") from None
 

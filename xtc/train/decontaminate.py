@@ -9,8 +9,8 @@ An item is recognised by a window of `WINDOW` consecutive non-empty lines: the i
 item when those lines appear in it in that order, blank lines and whitespace aside (lines are
 compared with their spaces and tabs removed). Matching works on the file's bytes with C-level
 operations only (delete whitespace, split lines, one set intersection with the items' cut lines,
-and a substring search in the rare files that share a cut line), so a whole site-packages
-(~11k files, 190 MB) takes a few seconds.
+and a substring search in the rare files that share a cut line), so a whole site-packages takes
+seconds (docs/pipeline.md, "Costs of the corpus and packing steps").
 
 Torch-free: only the benchmark reader of `xtc.eval.benchmark` is used.
 """

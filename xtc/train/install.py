@@ -41,7 +41,8 @@ def install(src: str, name: str | None = None, default: bool = False,
 
 
 def convert_gguf(path: Path, out_dir: Path) -> Path:
-    """Write a GGUF file as a Hugging Face directory (safetensors), so later loads take ~1 s."""
+    """Write a GGUF file as a Hugging Face directory (safetensors): later loads skip the slow
+    dequantisation (docs/commands.md)."""
     model, tokenizer = load_with_transformers(resolve(str(path)))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

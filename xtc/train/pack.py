@@ -35,7 +35,7 @@ def save_packed(model: nn.Module, tokenizer, out_dir: Path, meta: dict) -> Path:
     (out_dir / format.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out_dir)
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # transformers writes tokenizer.json indented (SmolLM2's: 3.5 MB, 1.6 MB compact)
+    if backend is not None:  # transformers writes tokenizer.json indented: twice the size (docs/pipeline.md)
         backend.save(str(out_dir / "tokenizer.json"), pretty=False)
     return out_dir
 

@@ -7,7 +7,7 @@ neither torch nor a build step at install time.
     gemm_f32.cpp     fp32 linears (panel GEMM)
     binary.cpp       1-bit linears: bit-expanding GEMM for prefill (AVX2), lookup-table GEMV for decoding
     affine.cpp       k-bit affine linears (scale * q + min in groups, k = 1..4), GEMM and GEMV on int8
-                     dot products (AVX-512 runs 1-bit prefill here too: vpdpbusd beats bit expansion)
+                     dot products (AVX-512 runs 1-bit prefill here too: docs/decode-speed.md)
     head.cpp         the output head on fp32 / int8 / 4-bit affine tables
     attention.cpp    attention over the KV cache, rotary embedding
 
@@ -214,10 +214,8 @@ def _open(variant: str) -> ctypes.CDLL:
 
 
 def _spin_briefly() -> None:
-    # OpenMP threads spin ~300k iterations at each barrier before sleeping. On a machine shared
-    # with other busy programs, spinning teams starve each other (measured in
-    # docs/decode-speed.md). A short spin keeps the quiet speed and yields the cores under load.
-    # Only effective if libgomp is not loaded yet (it reads its settings once).
+    # Spinning OpenMP teams starve each other on a busy machine (docs/decode-speed.md); a short
+    # spin yields the cores. libgomp reads it once, so it must be set before the library loads.
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = "1000"
 
