@@ -20,9 +20,8 @@ BENCHMARK = ROOT / "benchmarks" / "data" / "line_completion_stdlib.jsonl"
 RECIPE = ["--recipe", "blockwise"]  # every row of both runs
 
 # name -> that row's `xtc compress` flags.
-# CPU rows: embeddings 4-bit in groups of 96 (what fits the shipped model under 50 MB; groups of 32 cost
-# 2.4 MB more). The 2-bit full-depth row uses weight groups of 192 so that it fits the 50 MB a shipped
-# model may take (groups of 64: 48.7 MB of weights).
+# CPU rows: embeddings 4-bit in groups of 96 and the 2-bit full-depth row's weights in groups of 192:
+# what fits the 50 MB a shipped model may take (the sizes: docs/results.md).
 _EMB96 = ["--embed-bits", "4", "--embed-group", "96"]
 ROWS = {
     "hybrid-binary-15L": ["--method", "hybrid", "--keep-layers", "odd", "--weight-format", "binary", *_EMB96],
