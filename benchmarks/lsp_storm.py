@@ -5,7 +5,9 @@ is no answer stale, does memory stay bounded, does the server shut down cleanly?
 
 Each keystroke is a `didChange` (one character typed at the end of a document, the characters
 taken from a real Python file) and an inline-completion request; every third request is
-cancelled (`$/cancelRequest`) right after it is sent. Along the way: documents are closed (one
+cancelled (`$/cancelRequest`) right after it is sent, and every fifth is followed by one more
+character with no request (so that its answer, unless it is back first, is outdated by an edit
+and not by a newer request). Along the way: documents are closed (one
 request while closed) and reopened, edits land past the end of a document (the document is then
 resynced with a full change), one document gets a 10 MB full change (and later its text back),
 and two requests go to `untitled:` URIs (one opened, one never opened). Nothing waits for an
@@ -190,7 +192,7 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
             s.open(uri, documents_text(typed, i))
         big_uri = uris[rng.randrange(documents)]
         big_at, big_undo_at = keystrokes // 2, keystrokes // 2 + max(1, keystrokes // 20)
-        small_text = ""
+        small_text, quiet = "", 0
         for k in range(keystrokes):
             uri = rng.choice([u for u in uris if u in s.texts])
             if k == big_at:  # a 10 MB paste, as one full change, and a request on it
@@ -214,6 +216,9 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
                 s.edit_past_end(uri)
             s.type_char(uri, k)
             s.request(uri, cancel=k % 3 == 0)
+            if k % 5 == 2:  # and one more character with no request: the answer above is then outdated
+                s.type_char(uri, k + 1)
+                quiet += 1
             await asyncio.sleep(interval_ms / 1000)  # 0: let the loop write, as fast as it goes
         sent_at = time.perf_counter()
         done = asyncio.gather(*(asyncio.wrap_future(f) for f in s.futures), return_exceptions=True)
@@ -238,6 +243,7 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
         "model": model or "(installed default)",
         "keystrokes": keystrokes,
         "documents": documents,
+        "edits_without_request": quiet,
         "requests_sent": s.sent,
         "answered": s.answered,
         "cancelled": s.cancelled,
