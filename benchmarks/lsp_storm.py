@@ -37,6 +37,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 from lsp_server.client import Client, end_of, server_command
 
 SOURCE = Path(sysconfig.get_paths()["stdlib"]) / "argparse.py"  # what the "user" types
+AFTER = "import os\n\n\ndef read_lines(path):\n    with open(path) as f:\n        return [line.rstrip() for line in "
 
 
 def rss_kib(pid: int | None, field: str = "VmRSS") -> int | None:
@@ -65,13 +66,14 @@ class Storm:
         self.typed = typed
         self.seq = 0  # every message sent that matters here, numbered
         self.texts: dict[str, str] = {}  # uri -> text, for the open documents
+        self.typing: dict[str, int] = {}  # uri -> where in `typed` its next character comes from
         self.versions: dict[str, int] = {}
         self.state: dict[str, int] = {}  # uri -> seq of the message that made its current text (or close)
         self.superseded: dict[int, int] = {}  # state -> seq of the message that replaced it
         self.closed_states: set[int] = set()
         self.futures: list[Future] = []
         self.sent = self.cancel_sent = 0
-        self.answered = self.cancelled = self.stale = self.late = 0
+        self.answered = self.cancelled = self.stale = self.late = self.suggestions = 0
         self.errors: list[str] = []
         self.newest_answered = -1  # the highest seq whose answer has come back
 
@@ -102,9 +104,10 @@ class Storm:
         self.client.text_document_did_change(t.DidChangeTextDocumentParams(
             t.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]), [change]))
 
-    def type_char(self, uri: str, k: int) -> None:
+    def type_char(self, uri: str) -> None:
         text = self.texts[uri]
-        char = self.typed[(k * 7919 + len(text)) % len(self.typed)]
+        at = self.typing.get(uri, 0) % len(self.typed)
+        char, self.typing[uri] = self.typed[at], at + 1
         self.texts[uri] = text + char
         self._change(uri, t.TextDocumentContentChangePartial(range=t.Range(end_of(text), end_of(text)), text=char))
 
@@ -145,6 +148,7 @@ class Storm:
         else:
             self.answered += 1
             if not is_empty(future.result()):
+                self.suggestions += 1
                 replaced = self.superseded.get(state)
                 if state in self.closed_states or (replaced is not None and replaced < self.newest_answered):
                     self.stale += 1  # the server had read the newer text before it answered this
@@ -154,10 +158,11 @@ class Storm:
             self.newest_answered = max(self.newest_answered, seq)
 
 
-def documents_text(typed: str, i: int) -> str:
-    """A document's first text: a few lines of the typed source, each document elsewhere."""
-    start = (i * 997) % max(1, len(typed) - 400)
-    return f"# document {i}\n" + typed[start:start + 300]
+def document_start(typed: str, i: int) -> tuple[str, int]:
+    """A document's first text, a few lines of the typed source (each document elsewhere), and
+    where typing it goes on."""
+    start = (i * 7919) % max(1, len(typed) - 400)
+    return f"# document {i}\n" + typed[start:start + 300], start + 300
 
 
 async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *, command: list[str] | None = None,
@@ -189,7 +194,8 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
         s = Storm(client, rng, typed)
         uris = [f"file:///storm/doc{i}.py" for i in range(documents)]
         for i, uri in enumerate(uris):
-            s.open(uri, documents_text(typed, i))
+            text, s.typing[uri] = document_start(typed, i)
+            s.open(uri, text)
         big_uri = uris[rng.randrange(documents)]
         big_at, big_undo_at = keystrokes // 2, keystrokes // 2 + max(1, keystrokes // 20)
         small_text, quiet = "", 0
@@ -214,10 +220,10 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
                 s.open(closing, text)
             if k % 97 == 40:
                 s.edit_past_end(uri)
-            s.type_char(uri, k)
+            s.type_char(uri)
             s.request(uri, cancel=k % 3 == 0)
             if k % 5 == 2:  # and one more character with no request: the answer above is then outdated
-                s.type_char(uri, k + 1)
+                s.type_char(uri)
                 quiet += 1
             await asyncio.sleep(interval_ms / 1000)  # 0: let the loop write, as fast as it goes
         sent_at = time.perf_counter()
@@ -228,10 +234,9 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
             pass
         unanswered = sum(not f.done() for f in s.futures)
         drained = time.perf_counter()
-        # and then a plain request, awaited: the server still serves
-        last = uris[0] if uris[0] in s.texts else next(iter(s.texts))
-        s.type_char(last, keystrokes)
-        after = await client.suggestion(last, end_of(s.texts[last]), timeout=timeout)
+        # and then a plain request on a new document, awaited: the server still serves
+        s.open("file:///storm/after.py", AFTER)
+        after = await client.suggestion("file:///storm/after.py", end_of(AFTER), timeout=timeout)
         rss_end, rss_hwm = rss_kib(client.pid), rss_kib(client.pid, "VmHWM")
     finally:
         sampling = False
@@ -246,6 +251,7 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
         "edits_without_request": quiet,
         "requests_sent": s.sent,
         "answered": s.answered,
+        "non_empty_answers": s.suggestions,
         "cancelled": s.cancelled,
         "cancel_sent": s.cancel_sent,
         "errors": len(s.errors),
@@ -285,15 +291,15 @@ def main() -> None:
     print(f"xtc-lsp storm, model {r['model']}: {r['keystrokes']} keystrokes over {r['documents']} documents")
     for name, value in (
             ("requests sent", r["requests_sent"]),
-            ("answered / cancelled / errors / unanswered",
-             f"{r['answered']} / {r['cancelled']} / {r['errors']} / {r['unanswered']}"),
+            ("answered (not empty) / cancelled / errors / unanswered",
+             f"{r['answered']} ({r['non_empty_answers']}) / {r['cancelled']} / {r['errors']} / {r['unanswered']}"),
             ("stale answers (late, not a fault)", f"{r['stale_answers']} ({r['late_answers']})"),
             ("suggestion after the storm", "yes" if r["suggestion_after_storm"] else "no"),
             ("server RSS start / peak / end (MiB)", f"{rss['start']} / {rss['peak']} / {rss['end']}"),
             ("ready / sending / draining / total (s)",
              f"{sec['start_to_ready']} / {sec['sending']} / {sec['sent_to_all_answered']} / {sec['total']}"),
             ("exit status", r["exit_status"])):
-        print(f"  {name:44} {value}")
+        print(f"  {name:56} {value}")
 
 
 if __name__ == "__main__":
