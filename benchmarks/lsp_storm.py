@@ -198,9 +198,11 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
             s.open(uri, text)
         big_uri = uris[rng.randrange(documents)]
         big_at, big_undo_at = keystrokes // 2, keystrokes // 2 + max(1, keystrokes // 20)
-        small_text, quiet = "", 0
+        small_text, quiet, timeline = "", 0, []
         for k in range(keystrokes):
             uri = rng.choice([u for u in uris if u in s.texts])
+            if k % max(1, keystrokes // 10) == 0:
+                timeline.append(rss_kib(client.pid))
             if k == big_at:  # a 10 MB paste, as one full change, and a request on it
                 small_text = s.texts[big_uri]
                 line = "value = compute(alpha, beta, gamma)  # a long pasted file\n"
@@ -261,7 +263,7 @@ async def storm(keystrokes: int = 5000, documents: int = 20, model: str = "", *,
         "late_answers": s.late,
         "suggestion_after_storm": bool(after),
         "rss_mib": {"start": mib(rss_start), "peak": mib(max(peak[0], rss_end or 0)), "end": mib(rss_end),
-                    "lifetime_peak": mib(rss_hwm)},
+                    "lifetime_peak": mib(rss_hwm), "every_tenth_of_the_keystrokes": [mib(x) for x in timeline]},
         "seconds": {"start_to_ready": round(ready - started, 2), "sending": round(sent_at - ready, 2),
                     "sent_to_all_answered": round(drained - sent_at, 2),
                     "total": round(time.perf_counter() - started, 2)},
