@@ -148,6 +148,11 @@ class Client(LanguageClient):
             self.stderr_tail.append(pending.decode("utf-8", "replace")[:500])
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id (None before it started): to watch its memory, for one."""
+        return None if self._server is None else self._server.pid
+
+    @property
     def returncode(self) -> int | None:
         """The server's exit status, None while it runs (or before it started)."""
         return None if self._server is None else self._server.returncode

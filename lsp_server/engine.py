@@ -196,6 +196,9 @@ class Job:
             self.future.set_result(result)
         except InvalidStateError:  # already answered (stale) or cancelled
             pass
+        # A job answered stale may wait in the queue a long while: it must not hold its document.
+        self.before = self.after = ""
+        self.request = replace(self.request, text="")
 
     def done(self) -> bool:
         return self.future.done()
@@ -439,17 +442,18 @@ class Engine:
             return
         s = job.settings
         max_new_tokens = min(s.max_new_tokens, completer.rt.max_context // 2)  # leave room for the prompt
-        context = self.sources.context(job.request.document, job.before)
-        result = completer.complete(job.before, job.after, max_new_tokens=max_new_tokens,
+        request, before, after = job.request, job.before, job.after  # `finish` (stale) may clear them meanwhile
+        context = self.sources.context(request.document, before)
+        result = completer.complete(before, after, max_new_tokens=max_new_tokens,
                                     context_tokens=s.context_tokens, multiline=job.multiline, should_stop=job.done,
-                                    filename=file_name(job.request.document), language=job.request.language,
+                                    filename=file_name(request.document), language=request.language,
                                     context=context, min_mean_logprob=min_mean_logprob())
         text = "" if result.cancelled or not result.text.strip() else result.text
         if text:
             with self._lock:
-                self._shown.append(_Shown(job.request.document, job.before, job.after, text, job.multiline))
-        replaced = _EOL.split(job.after, maxsplit=1)[0][:result.replace] if text else ""
-        job.finish(text, "model", result, units_of(replaced, job.request.encoding))
+                self._shown.append(_Shown(request.document, before, after, text, job.multiline))
+        replaced = _EOL.split(after, maxsplit=1)[0][:result.replace] if text else ""
+        job.finish(text, "model", result, units_of(replaced, request.encoding))
 
     def _from_cache(self, job: Job) -> str | None:
         """The rest of a recent suggestion when the user has typed its beginning since."""

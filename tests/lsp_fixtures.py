@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 from lsp_server.client import Client, end_of, session
 
-__all__ = ["TinyModels", "end_of", "expected", "lsp_session", "tiny_models"]
+__all__ = ["TinyModels", "end_of", "expected", "lsp_session", "server_env", "tiny_models"]
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,21 @@ def expected(model: Path, before: str, after: str = "", **options: Any) -> str:
     return Completer(load_runtime(str(model), threads=1)).complete(before, after, **options).text
 
 
+def server_env(home: Path) -> dict[str, str]:
+    """The environment a test's server runs in: store `home`, offline, one thread, every suggestion shown."""
+    # One thread: tiny models gain nothing from more, and a busy 2-core machine makes them crawl.
+    # Tiny models are unsure of everything: the server shows their suggestions like the library does.
+    return {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1",
+            "XTC_MIN_MEAN_LOGPROB": "none"}
+
+
 @contextlib.asynccontextmanager
 async def lsp_session(options: Any, home: Path, wait_ready: bool = True,
                       env: dict[str, str] | None = None) -> AsyncIterator[Client]:
-    """Start `python -m lsp_server` over stdio, initialize with `options`, yield, shut down cleanly."""
-    # One thread: tiny models gain nothing from more, and a busy 2-core machine makes them crawl.
-    # Tiny models are unsure of everything: the server shows their suggestions like the library does.
-    env = {**os.environ, "XTC_HOME": str(home), "HF_HUB_OFFLINE": "1", "XTC_THREADS": "1",
-           "XTC_MIN_MEAN_LOGPROB": "none", **(env or {})}
-    async with session([sys.executable, "-m", "lsp_server"], options=options, env=env, echo_stderr=True) as client:
+    """Start `python -m lsp_server` over stdio, initialize with `options`, yield, shut down cleanly.
+    `env`: variables on top of `server_env`."""
+    async with session([sys.executable, "-m", "lsp_server"], options=options, env={**server_env(home), **(env or {})},
+                       echo_stderr=True) as client:
         if wait_ready:
             await client.wait_ready()
         yield client

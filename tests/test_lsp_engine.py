@@ -594,3 +594,31 @@ def test_warm_up_is_one_prefill_and_one_step():
     engine = Engine(Settings(model=str(tiny_models().gpt2)), loader=counting_loader)
     assert engine.load().result(60) == "gpt2"
     assert calls == ["prefill", "step"]
+
+
+def test_requests_answered_stale_while_they_wait_keep_no_document_text():
+    """Edits of a large document while the model is busy elsewhere: each request is answered
+    stale at once but waits in the queue until the worker reaches it, and must not hold its
+    copy of the document meanwhile (`benchmarks/lsp_storm.py` saw the server grow by the size of
+    a 10 MB document for each request typed in it)."""
+    import gc
+    import tracemalloc
+
+    fake = FakeCompleter(step_seconds=0.005)
+    engine = ready(fake)
+    fake.tokens = 2000  # the model busy for seconds on another file
+    busy = engine.submit(request("x = ", document="file:///busy.py"))
+    assert fake.started.wait(5)
+    tracemalloc.start()
+    try:
+        futures = []
+        for i in range(20):  # 2 MB each, a new text every time, as after each edit
+            futures.append(engine.submit(request("# " + "x" * 2_000_000 + f"\ny{i} = ", document="file:///big.py")))
+        assert all(f.result(1).source == "stale" for f in futures[:-1])
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        busy.cancel()
+        engine.close()
+    assert held < 10 * 2**20, f"{held / 2**20:.0f} MiB held by 19 answered requests and the waiting one"
