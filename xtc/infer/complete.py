@@ -344,8 +344,8 @@ class Completer:
                 names: tuple[frozenset[str], str, bytes, bool] | None = None) -> tuple[int | None, np.ndarray | None]:
         """The next token: greedy, within the healing constraint while the healed bytes are not all
         written yet (`written`: the bytes generated so far; `completion`: the text after them), and
-        with `names` (`_member_constraint`) only tokens that keep writing one of the names. Also returns the logits the choice was made
-        among when the names constrained it (None otherwise)."""
+        with `names` (`_member_constraint`) only tokens that keep writing one of the names. Also
+        returns the logits the choice was made among when the names constrained it (else None)."""
         logits = np.array(logits, dtype=np.float32)  # a copy; also accepts a torch tensor
         logits[self.banned] = float("-inf")
         if len(written) < len(heal):  # still reproducing the healed bytes
