@@ -33,9 +33,8 @@ ROWS = {
     "int4-30L": ["--method", "quant", "--weight-format", "int4", "--group-size", "64", *_EMB96],
     "int3-22L": ["--method", "hybrid", "--keep-layers", "auto", "--student-layers", "22", "--weight-format", "int3",
                  "--group-size", "192", *_EMB96],
-    # full depth in 50 MB: the teacher's vocabulary pruned to the 16,384 tokens the corpus uses most (its
-    # 4-bit table 5.9 MB in groups of 32 instead of 15.3 MB in groups of 96, its tokenizer 0.5 MB instead of
-    # 3.5), every block matrix int2, int3 or int4 by measured sensitivity
+    # full depth in 50 MB: the teacher's vocabulary pruned to the 16,384 tokens the corpus uses most (sizes:
+    # docs/results.md), every block matrix int2, int3 or int4 by measured sensitivity
     "mixed-30L-v16k": ["--method", "quant", "--weight-format", "int2", "--group-size", "192", "--target-mb", "49.0",
                        "--embed-bits", "4", "--embed-group", "32", "--quant-warmup", "0.5"],
     # GPU rows (the frontier of size against quality at the lease's budgets)

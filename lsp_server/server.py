@@ -144,14 +144,14 @@ class XtcServer(LanguageServer):
         request = Request(uri, document.source, position.line, position.character, invoked, channel,
                           str(self.workspace.position_encoding or "utf-16"), document.language_id or "")
         suggestion = await asyncio.wrap_future(self.engine.submit(request))  # cancelling stops generation
+        if self.workspace.text_documents.get(unquote(uri)) is not document or document.version != version:
+            # The editor changed (or closed and reopened) the document meanwhile: the text would land elsewhere.
+            suggestion = replace(suggestion, text="", replace_units=0, source="outdated")
         # Every answer and where it came from ("model" is an inference, "cache" none): `--log-level debug`.
         c = suggestion.completion
         log.debug("%s %s: %s, %s%s", channel, uri, suggestion.source, "multi-line" if suggestion.multiline else "one line",
                   "" if c is None else f", {c.prompt_tokens} prompt tokens ({c.reused_tokens} reused), "
                                        f"{c.new_tokens} new, {c.seconds * 1000:.0f} ms")
-        if self.workspace.text_documents.get(unquote(uri)) is not document or document.version != version:
-            # The editor changed (or closed and reopened) the document meanwhile: the text would land elsewhere.
-            return replace(suggestion, text="", replace_units=0, source="outdated")
         return suggestion
 
 

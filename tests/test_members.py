@@ -40,9 +40,16 @@ def test_a_module_defines_its_top_level_names_including_conditional_ones():
                                            "handle", "w"}
 
 
+def test_names_bound_by_loops_and_matches_count_too():
+    text = "for i in range(3):\n    y = i\nwhile False:\n    z = 1\nmatch 1:\n    case 1:\n        q = 2\n"
+    assert defined_names(text, "m.py") == {"i", "y", "z", "q"}
+
+
 def test_names_that_cannot_be_known_give_no_constraint():
     assert defined_names("def f(:\n", "m.py") is None  # does not parse
     assert defined_names("def __getattr__(name): ...\n", "m.py") is None  # names made at run time
+    assert defined_names("globals().update(CODES)\n", "m.py") is None
+    assert defined_names("import sys\nsys.modules[__name__] = Lazy()\n", "m.py") is None
     assert defined_names("from elsewhere import *\n", "m.py", lambda dotted, path: None) is None
 
 
@@ -51,6 +58,14 @@ def test_star_imports_are_followed_through_the_workspace():
     names = MemberNames(texts.get, lambda: ModuleMap(texts)).names
     texts["pkg/api.py"] = "from ._impl import *\nTOP = 1\n"
     assert names("pkg/api.py") == {"deep", "DEEPER", "TOP"}
+    texts["pkg/_more.py"] = "DEEPEST = 1\n"  # a followed module changed: the names follow it
+    assert names("pkg/api.py") == {"deep", "DEEPEST", "TOP"}
+
+
+def test_a_chained_star_import_is_resolved_from_the_file_that_makes_it():
+    texts = {"pkg/__init__.py": "from .sub import *\n", "pkg/sub/__init__.py": "from .inner import *\n",
+             "pkg/sub/inner.py": "real = 1\n", "pkg/inner.py": "wrong = 1\n"}
+    assert MemberNames(texts.get, lambda: ModuleMap(texts)).names("pkg/__init__.py") >= {"real", "sub", "inner"}
 
 
 def test_the_base_is_resolved_through_the_imports_or_by_module_name():
@@ -73,6 +88,9 @@ def test_names_that_are_not_modules_give_no_constraint():
     assert members.at("helpers = load()\nhelpers.", "pkg/app.py") is None  # a variable the file binds
     assert members.at("def run(helpers):\n    helpers.", "pkg/app.py") is None  # a parameter
     assert members.at("x = unknown.", "pkg/app.py") is None
+    for binding in ("tokenizer, helpers = load()", "(helpers, x) = pair", "f = lambda helpers: 1",
+                    "ys = [h for helpers in hs]", "if (helpers := find()):"):
+        assert members.at(binding + "\nhelpers.", "pkg/app.py") is None, binding
 
 
 def test_the_completer_writes_a_member_name_where_the_model_would_misspell_it(tokenizer):

@@ -189,3 +189,14 @@ def test_a_copied_spec_recomputes_its_raw_addresses(packed):
     copied = rt.spec.blocks[0].out
     assert copied.ptrs[0] == copied.weights.ctypes.data != original.ptrs[0]
     np.testing.assert_array_equal(logits(rt), expected)
+
+
+def test_only_its_own_stale_temporary_folders_are_removed(packed, tmp_path, monkeypatch):
+    root = tmp_path / "shared"
+    monkeypatch.setenv("XTC_PREPARED_CACHE", str(root))
+    foreign, dead = root / ".ssh", root / ".0123456789abcdef-k3j_x9"  # another program's; a dead writer's
+    for folder in (foreign, dead):
+        folder.mkdir(parents=True)
+        os.utime(folder, (1, 1))
+    load_runtime(str(packed["llama", "mixed"]))
+    assert foreign.exists() and not dead.exists()

@@ -21,6 +21,7 @@ import json
 import logging
 import mmap
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -179,10 +180,15 @@ class Entry:
             for path in self.root.iterdir():
                 if path.name.startswith(f"{self.prefix}-") and path != self.folder:
                     shutil.rmtree(path, ignore_errors=True)
-                elif path.name.startswith(".") and time.time() - path.stat().st_mtime > _STALE_TEMP_S:
+                elif _TEMP.match(path.name) and time.time() - path.stat().st_mtime > _STALE_TEMP_S:
                     shutil.rmtree(path, ignore_errors=True)
         except OSError:
             pass
+
+
+# A writer's temporary folder (`mkdtemp(prefix=".DIGEST-")`): nothing else in the folder is ours to
+# remove, whatever `XTC_PREPARED_CACHE` points at.
+_TEMP = re.compile(r"\.[0-9a-f]{16}-\w+$")
 
 
 def _view(data, size: int, offset: int, dtype: str, shape: list) -> np.ndarray:

@@ -29,10 +29,11 @@ def attribute_at_end(line: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2) or "") if match else None
 
 
-def defined_names(text: str, path: str, follow: Callable[[str, str], str | None] | None = None,
+def defined_names(text: str, path: str, follow: Callable[[str, str], tuple[str, str] | None] | None = None,
                   depth: int = 0) -> frozenset[str] | None:
     """The module-level names `text` (the file `path`) defines, or None when they cannot be known.
-    `follow(dotted, path)` returns the text of a module a star import names (None: not found)."""
+    `follow(dotted, path)` returns (path, text) of the module a star import in `path` names (None:
+    not found)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError):
@@ -45,6 +46,8 @@ def defined_names(text: str, path: str, follow: Callable[[str, str], str | None]
 
 def _collect(body: list[ast.stmt], names: set[str], path: str, follow, depth: int) -> bool:
     for node in body:
+        if _makes_names_at_run_time(node):
+            return False
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             if node.name == "__getattr__":  # names made at run time
                 return False
@@ -60,21 +63,42 @@ def _collect(body: list[ast.stmt], names: set[str], path: str, follow, depth: in
                     names.add(alias.asname or alias.name)
                     continue
                 dotted = "." * node.level + (node.module or "")
-                text = follow(dotted, path) if follow is not None and depth < _STAR_DEPTH else None
-                found = defined_names(text, path, follow, depth + 1) if text is not None else None
+                module = follow(dotted, path) if follow is not None and depth < _STAR_DEPTH else None
+                found = defined_names(module[1], module[0], follow, depth + 1) if module is not None else None
                 if found is None:  # a star import we cannot see through
                     return False
                 names.update(found)
-        elif isinstance(node, (ast.If, ast.Try, ast.With)):  # platform- or version-dependent definitions
-            blocks = [node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])]
+        elif isinstance(node, _COMPOUND):  # platform- or version-dependent definitions, loops
+            blocks = [getattr(node, "body", []), getattr(node, "orelse", []), getattr(node, "finalbody", [])]
             blocks += [handler.body for handler in getattr(node, "handlers", [])]
+            blocks += [case.body for case in getattr(node, "cases", [])]
             if not all(_collect(block, names, path, follow, depth) for block in blocks):
                 return False
-            if isinstance(node, ast.With):
-                for item in node.items:
-                    if item.optional_vars is not None:
-                        names.update(_target_names(item.optional_vars))
+            targets = [item.optional_vars for item in getattr(node, "items", []) if item.optional_vars is not None]
+            targets += [node.target] if isinstance(node, (ast.For, ast.AsyncFor)) else []
+            for target in targets:
+                names.update(_target_names(target))
+        elif type(node).__name__ == "TypeAlias":  # `type X = ...` (Python 3.12)
+            names.update(_target_names(node.name))
     return True
+
+
+_COMPOUND = tuple(getattr(ast, kind) for kind in ("If", "Try", "TryStar", "With", "AsyncWith", "For", "AsyncFor",
+                                                   "While", "Match") if hasattr(ast, kind))
+
+
+def _makes_names_at_run_time(node: ast.stmt) -> bool:
+    """`globals()[...] = `, `globals().update(...)`, `setattr(module, ...)`, `sys.modules[...] = `
+    at module level: the module's names are not all written in it."""
+    if isinstance(node, (*_COMPOUND, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False  # their bodies are looked at on their own (or not at all)
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in ("globals", "setattr", "vars"):
+            return True
+        if isinstance(sub, ast.Attribute) and sub.attr == "modules" and isinstance(sub.value, ast.Name) \
+                and sub.value.id == "sys":
+            return True
+    return False
 
 
 def _target_names(target: ast.expr) -> list[str]:
@@ -87,13 +111,14 @@ def _target_names(target: ast.expr) -> list[str]:
     return []
 
 
-_BINDINGS = (r"^\s*{n}\s*(?::[^=\n]*)?=(?!=)", r"\bas\s+{n}\b", r"\bfor\s+(?:[\w\s,]*,\s*)?{n}\b",
-             r"\b(?:def|class)\s+{n}\b", r"\bglobal\s+(?:[\w\s,]*,\s*)?{n}\b")
+_BINDINGS = (r"^\s*(?:[\w\s,*()\[\]]*,\s*)?\(?\s*\*?{n}\s*(?:[,)\]][\w\s,*()\[\]]*)?(?::[^=\n]*)?=(?!=)",
+             r"\bas\s+{n}\b", r"\bfor\s+\(?(?:[\w\s,()]*,\s*)?{n}\b", r"\b(?:def|class)\s+{n}\b",
+             r"\bglobal\s+(?:[\w\s,]*,\s*)?{n}\b", r"\blambda\b[^:\n]*\b{n}\b[^:\n]*:", r"\b{n}\s*:=")
 
 
 def _bound(name: str, before: str) -> bool:
     """Whether the file binds `name` itself (an assignment, a loop or `as` variable, a def or
-    class, a parameter): then it is not a module found by name."""
+    class, a parameter, a lambda's or comprehension's variable): then it is not a module found by name."""
     n = re.escape(name)
     if any(re.search(p.format(n=n), before, re.MULTILINE) for p in _BINDINGS):
         return True
@@ -109,7 +134,8 @@ class MemberNames:
 
     def __init__(self, texts: Callable[[str], str | None], modules: Callable[[], ModuleMap]):
         self._texts, self._modules = texts, modules
-        self._cache: dict[str, tuple[str, frozenset[str] | None]] = {}  # path -> (text, names)
+        # path -> (the (path, text) of every file the names were read from, the module map, names)
+        self._cache: dict[str, tuple[tuple[tuple[str, str | None], ...], ModuleMap, frozenset[str] | None]] = {}
 
     def at(self, before: str, current: str) -> frozenset[str] | None:
         """The names the cursor's `base.` may continue with, or that may follow a `.` written
@@ -134,24 +160,29 @@ class MemberNames:
         return modules.nearest(base, current)
 
     def names(self, path: str) -> frozenset[str] | None:
-        text = self._texts(path)
+        """The names the module `path` defines (a star import's included), cached while neither
+        its text, nor a followed module's, nor the workspace's files change."""
+        text, modules = self._texts(path), self._modules()
         if text is None:
             return None
         cached = self._cache.get(path)
-        if cached is not None and cached[0] == text:
-            return cached[1]
-        names = defined_names(text, path, self._follow)
+        if cached is not None and cached[1] is modules and all(self._texts(p) == t for p, t in cached[0]):
+            return cached[2]
+        read = [(path, text)]
+
+        def follow(dotted: str, importer: str) -> tuple[str, str] | None:
+            found = next((p for p in map(modules.find, module_paths(dotted, importer)) if p), None)
+            followed = self._texts(found) if found is not None else None
+            read.append((found or dotted, followed))
+            return (found, followed) if followed is not None else None
+
+        names = defined_names(text, path, follow)
         if names is not None and PurePosixPath(path).name == "__init__.py":
             names = names | self._submodules(path)
         if len(self._cache) > 256:
             self._cache.clear()
-        self._cache[path] = (text, names)
+        self._cache[path] = (tuple(read), modules, names)
         return names
-
-    def _follow(self, dotted: str, path: str) -> str | None:
-        modules = self._modules()
-        found = next((p for p in map(modules.find, module_paths(dotted, path)) if p), None)
-        return self._texts(found) if found is not None else None
 
     def _submodules(self, init: str) -> frozenset[str]:
         """A package's modules are its attributes too (once imported, as code using them does)."""
