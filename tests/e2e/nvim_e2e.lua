@@ -16,7 +16,8 @@ local result = { nvim = tostring(vim.version().major .. '.' .. vim.version().min
 local uv = vim.uv or vim.loop
 local started = uv.hrtime()
 local timeout_s = tonumber(os.getenv('XTC_NVIM_TIMEOUT') or '90')
-local xtc = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h') .. '/editors/nvim/xtc.lua')
+local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h')
+local xtc = dofile(root .. '/editors/nvim/xtc.lua')
 
 local function elapsed()
   return (uv.hrtime() - started) / 1e9
@@ -26,34 +27,11 @@ local function log(msg)
   io.stderr:write(string.format('[nvim-e2e %.1fs] %s\n', elapsed(), msg))
 end
 
-local finished = false
-local function finish(ok, err)
-  if finished then
-    return
-  end
-  finished = true
-  result.ok = ok
-  result.error = err
+local h = dofile(root .. '/tests/e2e/nvim_harness.lua')(result, xtc, function(ok, err)
   result.seconds = elapsed()
-  local path = os.getenv('XTC_NVIM_RESULT')
-  if path then
-    local f = assert(io.open(path, 'w'))
-    f:write(vim.fn.json_encode(result))
-    f:close()
-  end
   log(ok and 'OK' or ('FAILED: ' .. tostring(err)))
-  for _, client in ipairs(xtc.clients()) do
-    if vim.fn.has('nvim-0.11') == 1 then
-      client:stop()
-    else
-      client.stop()
-    end
-  end
-  vim.wait(3000, function()
-    return #xtc.clients() == 0
-  end, 50)
-  vim.cmd(ok and 'qall!' or 'cquit! 1')
-end
+end)
+local finish, sleep = h.finish, h.sleep
 
 local function check(cond, msg)
   if not cond then
@@ -61,28 +39,8 @@ local function check(cond, msg)
   end
 end
 
--- Run `fn` as a coroutine; `sleep(ms)` yields to the editor's main loop.
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function()
-    local ok, err = coroutine.resume(co)
-    if not ok then
-      finish(false, err)
-    end
-  end, ms)
-  coroutine.yield()
-end
-
 local function wait_for(cond, ms, what)
-  local deadline = elapsed() + ms / 1000
-  while elapsed() < deadline do
-    local value = cond()
-    if value then
-      return value
-    end
-    sleep(100)
-  end
-  error('timed out waiting for ' .. what, 0)
+  return h.wait_for(cond, ms, what, 100)
 end
 
 local function request(method, params, ms)
@@ -103,7 +61,7 @@ local function items_of(res)
 end
 
 local function keys(k) -- typed as a user would: the config's mappings apply
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), 'mt', false)
+  h.keys(k)
 end
 
 local function current_line()
@@ -289,11 +247,4 @@ vim.defer_fn(function()
   finish(false, string.format('no result within %d s', timeout_s + 60))
 end, (timeout_s + 60) * 1000)
 
-local co = coroutine.create(function()
-  local ok, err = pcall(test)
-  finish(ok, not ok and tostring(err) or nil)
-end)
-local ok, err = coroutine.resume(co)
-if not ok then
-  finish(false, err)
-end
+h.run(test)

@@ -4,39 +4,16 @@
 -- M.show_ghost and accepted, dismissed or cleared with the insert-mode keys a user types.
 -- Writes {ok, error, checks} to XTC_NVIM_RESULT; exits 0 on success, 1 on failure.
 
-local xtc = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h') .. '/editors/nvim/xtc.lua')
+local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h')
+local xtc = dofile(root .. '/editors/nvim/xtc.lua')
 xtc.setup({ filetypes = {} })
 local result = { nvim = tostring(vim.version().major .. '.' .. vim.version().minor), checks = 0 }
 
-local function finish(ok, err)
-  result.ok, result.error = ok, err
-  local f = assert(io.open(assert(os.getenv('XTC_NVIM_RESULT')), 'w'))
-  f:write(vim.fn.json_encode(result))
-  f:close()
-  vim.cmd(ok and 'qall!' or 'cquit! 1')
-end
-
-local function eq(want, got, what)
-  result.checks = result.checks + 1
-  if not vim.deep_equal(want, got) then
-    error(string.format('%s: want %s, got %s', what, vim.inspect(want), vim.inspect(got)), 0)
-  end
-end
-
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function()
-    local ok, err = coroutine.resume(co)
-    if not ok then
-      finish(false, err)
-    end
-  end, ms)
-  coroutine.yield()
-end
+local h = dofile(root .. '/tests/e2e/nvim_harness.lua')(result, xtc)
+local eq = h.eq
 
 local function keys(k, mode) -- typed as a user would: mappings apply
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), mode or 'mt', false)
-  sleep(50)
+  h.keys(k, mode, 50)
 end
 
 local function lines()
@@ -156,11 +133,4 @@ local function test()
   eq(false, xtc.accept('all'), 'accept with nothing shown')
 end
 
-local co = coroutine.create(function()
-  local ok, err = pcall(test)
-  finish(ok, not ok and tostring(err) or nil)
-end)
-local ok, err = coroutine.resume(co)
-if not ok then
-  finish(false, err)
-end
+h.run(test)

@@ -8,61 +8,18 @@
 -- an answer that comes after more typing is dropped; `ghost_text = false` asks nothing, maps no key.
 -- Writes {ok, error, requests} to XTC_NVIM_RESULT; exits 0 on success, 1 on failure.
 
-local xtc = dofile(vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h') .. '/editors/nvim/xtc.lua')
+local root = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h:h')
+local xtc = dofile(root .. '/editors/nvim/xtc.lua')
 xtc.setup({ cmd = vim.split(assert(os.getenv('XTC_FAKE_CMD')), ' '), filetypes = { 'python' },
             ghost_debounce_ms = 150 })
 local result = { nvim = tostring(vim.version().major .. '.' .. vim.version().minor) }
 local uv = vim.uv or vim.loop
 
-local function finish(ok, err)
-  result.ok, result.error = ok, err
-  local f = assert(io.open(assert(os.getenv('XTC_NVIM_RESULT')), 'w'))
-  f:write(vim.fn.json_encode(result))
-  f:close()
-  for _, client in ipairs(xtc.clients()) do
-    if vim.fn.has('nvim-0.11') == 1 then
-      client:stop()
-    else
-      client.stop()
-    end
-  end
-  vim.wait(2000, function() return #xtc.clients() == 0 end, 50)
-  vim.cmd(ok and 'qall!' or 'cquit! 1')
-end
-
-local function eq(want, got, what)
-  if not vim.deep_equal(want, got) then
-    error(string.format('%s: want %s, got %s', what, vim.inspect(want), vim.inspect(got)), 0)
-  end
-end
-
-local function sleep(ms)
-  local co = coroutine.running()
-  vim.defer_fn(function()
-    local ok, err = coroutine.resume(co)
-    if not ok then
-      finish(false, err)
-    end
-  end, ms)
-  coroutine.yield()
-end
-
-local function wait_for(cond, ms, what)
-  local deadline = uv.now() + ms
-  while uv.now() < deadline do
-    local value = cond()
-    if value then
-      return value
-    end
-    sleep(20)
-    uv.update_time()
-  end
-  error('timed out waiting for ' .. what, 0)
-end
+local h = dofile(root .. '/tests/e2e/nvim_harness.lua')(result, xtc)
+local eq, sleep, wait_for = h.eq, h.sleep, h.wait_for
 
 local function keys(k, mode)
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), mode or 'mt', false)
-  sleep(30)
+  h.keys(k, mode, 30)
 end
 
 local function requests()
@@ -166,11 +123,4 @@ local function test()
   keys('<Esc>', 'n')
 end
 
-local co = coroutine.create(function()
-  local ok, err = pcall(test)
-  finish(ok, not ok and tostring(err) or nil)
-end)
-local ok, err = coroutine.resume(co)
-if not ok then
-  finish(false, err)
-end
+h.run(test)
